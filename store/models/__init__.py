@@ -1,0 +1,86 @@
+"""Every table of the store; importing this package registers them all on ``Base``."""
+
+from store.base import Base
+from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
+from store.models.admin import RecordScope, Role, Team, User
+from store.models.comms import (
+    Attachment,
+    Blob,
+    Call,
+    CallDisposition,
+    CallSegment,
+    Direction,
+    Email,
+    EmailKind,
+    EmailLocation,
+    EmailParticipant,
+    EmailThread,
+    InboundJournal,
+    JournalState,
+)
+from store.models.crm import (
+    Account,
+    AccountContact,
+    Campaign,
+    CampaignStatus,
+    Contact,
+    Lead,
+    LeadStatus,
+    Opportunity,
+    PipelineStage,
+    StageHistory,
+)
+from store.models.identity import EmailIdentity, PhoneIdentity
+from store.models.meta import AuditEntry, Tag, Tagging
+
+# The CRM records that activities, identities, tags and audit entries point at.
+RECORD_TYPES: dict[str, type[Base]] = {
+    "lead": Lead,
+    "contact": Contact,
+    "account": Account,
+    "opportunity": Opportunity,
+    "campaign": Campaign,
+    "user": User,
+    "activity": Activity,
+}
+
+__all__ = [
+    "RECORD_TYPES",
+    "Account",
+    "AccountContact",
+    "Activity",
+    "ActivityKind",
+    "ActivityLink",
+    "ActivityStatus",
+    "Attachment",
+    "AuditEntry",
+    "Base",
+    "Blob",
+    "Call",
+    "CallDisposition",
+    "CallSegment",
+    "Campaign",
+    "CampaignStatus",
+    "Contact",
+    "Direction",
+    "Email",
+    "EmailIdentity",
+    "EmailKind",
+    "EmailLocation",
+    "EmailParticipant",
+    "EmailThread",
+    "InboundJournal",
+    "JournalState",
+    "Lead",
+    "LeadStatus",
+    "Opportunity",
+    "PhoneIdentity",
+    "PipelineStage",
+    "RecordScope",
+    "Role",
+    "StageHistory",
+    "Tag",
+    "Tagging",
+    "Team",
+    "User",
+]

@@ -1,0 +1,102 @@
+"""Users, roles and teams: who may see and change what."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from store.base import Base, BigId, IdMixin, TimestampMixin
+
+
+class RecordScope(enum.StrEnum):
+    """Which records a role sees: its own, its team's (and sub-teams'), or all."""
+
+    OWN = "own"
+    TEAM = "team"
+    ALL = "all"
+
+
+# The actions a role may be granted on a module (``permissions`` maps module -> actions).
+ACTIONS = ("view", "create", "edit", "delete", "export")
+MODULES = (
+    "leads",
+    "contacts",
+    "accounts",
+    "opportunities",
+    "activities",
+    "emails",
+    "calls",
+    "campaigns",
+    "reports",
+    "admin",
+)
+
+
+class Role(IdMixin, TimestampMixin, Base):
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    scope: Mapped[RecordScope] = mapped_column(
+        Enum(
+            RecordScope, native_enum=False, length=8, values_callable=lambda e: [m.value for m in e]
+        ),
+        default=RecordScope.OWN,
+    )
+    # {"leads": ["view", "create", "edit"], ...}; an admin role may do everything.
+    permissions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    can_dial: Mapped[bool] = mapped_column(default=True)
+
+    def allows(self, module: str, action: str) -> bool:
+        """Whether this role grants ``action`` on ``module``."""
+        if self.is_admin:
+            return True
+        return action in self.permissions.get(module, ())
+
+
+class Team(IdMixin, TimestampMixin, Base):
+    """A sales or service team; teams form a tree (a region with its branches)."""
+
+    __tablename__ = "teams"
+
+    name: Mapped[str] = mapped_column(String(120))
+    parent_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="SET NULL"), default=None, index=True
+    )
+    manager_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL", use_alter=True), default=None
+    )
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+
+    parent: Mapped[Team | None] = relationship(remote_side="Team.id", lazy="raise")
+
+    __table_args__ = (UniqueConstraint("parent_id", "name"),)
+
+
+class User(IdMixin, TimestampMixin, Base):
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    display_name: Mapped[str] = mapped_column(String(160), default="")
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    role_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("roles.id", ondelete="SET NULL"), default=None
+    )
+    team_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("teams.id", ondelete="SET NULL"), default=None, index=True
+    )
+    # Telephony: the extension the agent answers on and the channel to ring it.
+    phone_extension: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    phone_endpoint: Mapped[str | None] = mapped_column(String(120), default=None)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    role: Mapped[Role | None] = relationship(lazy="selectin")

@@ -1,0 +1,102 @@
+"""Fixtures shared by every test: databases on both engines, real peers or a clear skip.
+
+Under ``CI=true`` a missing peer (PostgreSQL, Dovecot, Chromium) fails the test
+instead of skipping it, so CI can never pass by testing less.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DEFAULT_PG_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
+
+
+def missing_peer(reason: str) -> None:
+    """Skip for a missing real peer on a developer machine; fail under CI."""
+    if IN_CI:
+        pytest.fail(f"CI=true and a real peer is missing: {reason}")
+    pytest.skip(reason)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _pg_reachable(url: str) -> str | None:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(_asyncpg_dsn(url)), 5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        return f"PostgreSQL at {make_url(url).render_as_string()} unreachable: {err}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """URL of a PostgreSQL database the tests may create other databases from."""
+    url = os.environ.get("RAPPORT_TEST_PG_URL", DEFAULT_PG_URL)
+    problem = asyncio.run(_pg_reachable(url))
+    if problem:
+        missing_peer(problem)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"rapport_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = _asyncpg_dsn(pg_admin_url)
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'rapport.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine in turn."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'rapport.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+async def migrated_url(db_url: str) -> str:
+    """A database on each engine, migrated to head."""
+    from store.migrate import upgrade_to_head
+
+    await upgrade_to_head(db_url)
+    return db_url
+
+
+@pytest.fixture
+async def store(migrated_url: str, tmp_path: Path) -> AsyncIterator[object]:
+    """An open ``store.db.Store`` on a migrated database of each engine."""
+    from store.db import open_store
+
+    async with open_store(migrated_url, tmp_path / "blobs") as opened:
+        yield opened
