@@ -100,3 +100,16 @@ async def store(migrated_url: str, tmp_path: Path) -> AsyncIterator[object]:
 
     async with open_store(migrated_url, tmp_path / "blobs") as opened:
         yield opened
+
+
+@pytest.fixture
+async def session(migrated_url: str) -> AsyncIterator[object]:
+    """An ORM session on a migrated database of each engine; rolled back at the end."""
+    from store.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(migrated_url)
+    try:
+        async with make_sessionmaker(engine)() as opened:
+            yield opened
+    finally:
+        await engine.dispose()
