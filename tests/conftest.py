@@ -113,3 +113,60 @@ async def session(migrated_url: str) -> AsyncIterator[object]:
             yield opened
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[object]:
+    """A real Dovecot IMAP server on a loopback port with an empty Maildir."""
+    import shutil
+    import tempfile
+
+    from tests.peers.dovecot import available, run_dovecot
+
+    problem = available()
+    if problem:
+        missing_peer(problem)
+    # Dovecot serves mail as an unprivileged user, who cannot enter pytest's 0700 tmp dirs.
+    root = Path(tempfile.mkdtemp(prefix="rapport-dovecot-"))
+    try:
+        with run_dovecot(root) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    if not Path(CHROMIUM).exists():
+        missing_peer("Chromium is not installed (Debian package chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests leave screenshots for people to look at (test-artifacts/)."""
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,170 @@
+"""A throwaway Dovecot IMAP server on a loopback port, for tests that need the real thing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+START_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    host: str
+    port: int
+    username: str
+    password: str
+    maildir: Path
+
+    def deliver(self, raw: bytes, folder: str = "") -> Path:
+        """Drop a message straight into the Maildir (as an MTA would)."""
+        base = self.maildir / (f".{folder}" if folder else "")
+        for sub in ("cur", "new", "tmp"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}.{os.getpid()}.rapport-test"
+        tmp = base / "tmp" / name
+        tmp.write_bytes(raw)
+        final = base / "new" / name
+        os.replace(tmp, final)
+        _chown_tree(self.maildir, *_mail_ids())
+        return final
+
+
+def available() -> str | None:
+    """None when Dovecot can run here, else why not."""
+    if not Path(DOVECOT).exists():
+        return "Dovecot is not installed (Debian package dovecot-imapd)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mail_ids() -> tuple[int, int]:
+    """Dovecot refuses to serve mail as root: as root, mail belongs to Debian's ``mail`` user."""
+    if os.getuid() != 0:
+        return os.getuid(), os.getgid()
+    entry = pwd.getpwnam("mail")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    if os.getuid() != 0:
+        return
+    for dirpath, _dirs, files in os.walk(path):
+        os.chown(dirpath, uid, gid)
+        for name in files:
+            os.chown(os.path.join(dirpath, name), uid, gid)
+
+
+def _config(root: Path, port: int, passwd: Path) -> str:
+    uid, gid = _mail_ids()
+    return f"""
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 0
+mail_location = maildir:{root}/mail/%u
+default_internal_user = {os.environ.get("USER", "root") if uid else "dovecot"}
+default_login_user = {"dovenull" if uid == 0 else os.environ.get("USER", "nobody")}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/home/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+# The auth processes read the passwd file under the test's private tmp dir.
+service auth {{
+  user = {"root" if uid == 0 else os.environ.get("USER", "nobody")}
+}}
+service auth-worker {{
+  user = {"root" if uid == 0 else os.environ.get("USER", "nobody")}
+}}
+service imap-login {{
+  chroot =
+}}
+"""
+
+
+@contextlib.contextmanager
+def run_dovecot(
+    root: Path, username: str = "sales@rapport.test", password: str = "s3cret"
+) -> Iterator[Dovecot]:
+    """Start Dovecot with its config, state and Maildir under ``root``; stop it on exit.
+
+    ``root`` must be reachable by other users (its parents at least 0711) when
+    run as root, because Dovecot serves mail as an unprivileged user.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "state", "mail", "home"):
+        (root / sub).mkdir(exist_ok=True)
+    # The mail processes run as the mail user: they must reach the tree.
+    os.chmod(root, 0o755)
+    for sub in ("run", "mail", "home"):
+        os.chmod(root / sub, 0o755)
+    _chown_tree(root / "mail", *_mail_ids())
+    _chown_tree(root / "home", *_mail_ids())
+    passwd = root / "passwd"
+    passwd.write_text(f"{username}:{{PLAIN}}{password}\n")
+    port = _free_port()
+    conf = root / "dovecot.conf"
+    conf.write_text(_config(root, port, passwd))
+    console = root / "console.log"
+    with console.open("wb") as out:
+        proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 0.2) as s,
+            ):
+                if s.recv(64).startswith(b"* OK"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+                out = console.read_text(errors="replace")
+                raise RuntimeError(f"Dovecot did not start: {out}{log[-2000:]}")
+            time.sleep(0.05)
+        yield Dovecot("127.0.0.1", port, username, password, root / "mail" / username)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
