@@ -1,0 +1,129 @@
+"""SmtpIngress over a real SMTP conversation with smtplib on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import smtplib
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from scanner.smtp import SmtpIngress, SmtpIngressSettings, accepts
+from store.db import Store
+from store.models import InboundJournal, JournalState
+
+MESSAGE = (
+    b"From: =?gb2312?B?1cXI/Q==?= <zhang@example.cn>\r\n"
+    b"To: sales@rapport.test\r\n"
+    b"Subject: hello\r\n"
+    b"Message-ID: <1@example.cn>\r\n\r\n"
+    b"body\r\n"
+)
+
+
+class _Status:
+    def __init__(self) -> None:
+        self.is_ready = asyncio.Event()
+
+    def ready(self, detail: str = "") -> None:
+        self.is_ready.set()
+
+    def progress(self, detail: str) -> None:
+        pass
+
+    def degraded(self, detail: str) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running(store: Store, **overrides: object) -> AsyncIterator[int]:
+    port = _free_port()
+    settings = SmtpIngressSettings(port=port, **overrides)  # type: ignore[arg-type]
+    status = _Status()
+    task = asyncio.create_task(SmtpIngress(store, settings).run(status), name="smtp-ingress-test")
+    try:
+        await asyncio.wait_for(status.is_ready.wait(), 5)
+        yield port
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _send(port: int, rcpts: list[str], data: bytes) -> dict[str, tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail("zhang@example.cn", rcpts, data)
+
+
+def test_accepts() -> None:
+    assert accepts("x@anything.example", [])
+    assert accepts("<Sales@Rapport.TEST>", ["rapport.test"])
+    assert accepts("info@other.test", ["rapport.test", "info@other.test"])
+    assert not accepts("sales@evil.test", ["rapport.test"])
+
+
+async def test_message_is_journalled_before_250(store: Store) -> None:
+    async with running(store, domains=("rapport.test",)) as port:
+        refused = await asyncio.to_thread(_send, port, ["sales@rapport.test"], MESSAGE)
+    assert refused == {}
+    async with store.session() as session:
+        rows = (await session.scalars(select(InboundJournal))).all()
+    assert len(rows) == 1
+    assert rows[0].source_key.startswith("smtp:") and rows[0].state == JournalState.PENDING
+    assert await store.blobs.read(rows[0].blob_sha256) == MESSAGE
+
+
+async def test_unknown_domain_is_refused_with_550(store: Store) -> None:
+    async with running(store, domains=("rapport.test",)) as port:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+            await asyncio.to_thread(_send, port, ["someone@elsewhere.test"], MESSAGE)
+    code, reply = err.value.recipients["someone@elsewhere.test"]
+    assert code == 550 and reply.startswith(b"5.7.1")
+
+
+def _send_without_size(port: int, data: bytes) -> tuple[int, bytes]:
+    """MAIL FROM without the SIZE parameter, so the limit is met only at DATA."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        assert client.mail("zhang@example.cn")[0] == 250
+        assert client.rcpt("a@rapport.test")[0] == 250
+        return client.data(data)
+
+
+async def test_oversize_message_is_refused_with_552(store: Store) -> None:
+    big = MESSAGE + (b"x" * 70 + b"\r\n") * 60
+    async with running(store, max_message_size=1024) as port:
+        # A client that declares SIZE is refused at MAIL FROM (RFC 1870)...
+        with pytest.raises(smtplib.SMTPSenderRefused) as err:
+            await asyncio.to_thread(_send, port, ["a@rapport.test"], big)
+        assert err.value.smtp_code == 552
+        # ... one that does not, at the end of DATA.
+        code, _ = await asyncio.to_thread(_send_without_size, port, big)
+        assert code == 552
+    async with store.session() as session:
+        assert (await session.scalars(select(InboundJournal))).all() == []
+
+
+async def test_store_failure_answers_451_and_keeps_nothing_half_done(store: Store) -> None:
+    async with running(store) as port:
+        await store.engine.dispose()
+        async with store.engine.begin() as conn:  # break the store: the journal table is gone
+            await conn.exec_driver_sql("ALTER TABLE inbound_journal RENAME TO inbound_journal_away")
+        try:
+            with pytest.raises(smtplib.SMTPDataError) as err:
+                await asyncio.to_thread(_send, port, ["a@rapport.test"], MESSAGE)
+        finally:
+            async with store.engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "ALTER TABLE inbound_journal_away RENAME TO inbound_journal"
+                )
+    assert err.value.smtp_code == 451 and err.value.smtp_error.startswith(b"4.3.0")
