@@ -1,0 +1,161 @@
+"""The daemon: open the store, wire every service, serve until a signal, stop in stages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from daemon.config import Config
+from daemon.http import add_health_routes
+from daemon.listeners import HttpListener
+from daemon.metrics import Metrics
+from daemon.sdnotify import Notifier
+from daemon.supervisor import STAGE_LISTENERS, Supervisor
+from scanner.smtp import SmtpIngress, SmtpIngressSettings
+from store.db import Store, open_store
+from store.migrate import upgrade_to_head
+from store.users import ensure_admin
+from tracking import listener as tracking_listener
+from web import app as web_app
+
+log = logging.getLogger(__name__)
+
+ADMIN_PASSWORD_ENV = "RAPPORT_ADMIN_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+
+def web_secret(config: Config) -> str:
+    """The configured web secret, else one generated once and kept in var/secret_key (0600)."""
+    if config.web.secret_key is not None:
+        return config.web.secret_key.reveal()
+    path = config.daemon.var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _prepare_var(config: Config) -> None:
+    config.daemon.var_dir.mkdir(parents=True, exist_ok=True)
+    Path(config.store.blob_dir).mkdir(parents=True, exist_ok=True)
+    web_secret(config)
+
+
+def build_services(config: Config, store: Store, supervisor: Supervisor, metrics: Metrics) -> None:
+    """Register every service with the supervisor; unconfigured peers are shown as disabled."""
+
+    def make_web() -> web.Application:
+        app = web_app.create_app(store)
+        add_health_routes(app, supervisor, metrics)
+        return app
+
+    supervisor.add(HttpListener("web", make_web, config.web.host, config.web.port), STAGE_LISTENERS)
+    supervisor.add(
+        HttpListener(
+            "tracking",
+            lambda: tracking_listener.create_app(store),
+            config.tracking.host,
+            config.tracking.port,
+        ),
+        STAGE_LISTENERS,
+    )
+    ingress = config.smtp_ingress
+    if ingress.enabled:
+        settings = SmtpIngressSettings(
+            host=ingress.host,
+            port=ingress.port,
+            domains=tuple(ingress.domains),
+            max_message_size=ingress.max_message_size,
+            timeout_s=ingress.timeout,
+            lmtp=ingress.lmtp,
+        )
+        supervisor.add(SmtpIngress(store, settings), STAGE_LISTENERS)
+    else:
+        supervisor.add_disabled("smtp-ingress", "disabled by [smtp_ingress] enabled = false")
+    # The services below arrive with their issues; until configured they say why they are off.
+    if not config.imap.mailboxes:
+        supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")
+    else:
+        for mailbox in config.imap.mailboxes:
+            supervisor.add_disabled(f"imap:{mailbox.name}", "the IMAP scanner is not built yet")
+    if not config.asterisk.pbx:
+        supervisor.add_disabled("asterisk", "not configured: no [[asterisk.pbx]]")
+    else:
+        for pbx in config.asterisk.pbx:
+            supervisor.add_disabled(f"asterisk:{pbx.name}", "the AMI client is not built yet")
+    if config.smtp_relay.host is None:
+        supervisor.add_disabled("outbox", "not configured: no [smtp_relay] host")
+    else:
+        supervisor.add_disabled("outbox", "the outbox sender is not built yet")
+
+
+async def _announce_admin(config: Config, store: Store) -> None:
+    given = os.environ.get(ADMIN_PASSWORD_ENV) or None
+    created, password = await ensure_admin(store, config.daemon.admin_username, given)
+    if not created:
+        return
+    log.info("created the first administrator %r", config.daemon.admin_username)
+    if given is None and password is not None:
+        # Shown once, on the console only: never through logging, which may be shipped.
+        print(
+            f"\n  First start: user {config.daemon.admin_username!r} created"
+            f" with password: {password}\n"
+            f"  (set {ADMIN_PASSWORD_ENV} to choose it; change it after logging in)\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def run_daemon(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await asyncio.to_thread(_prepare_var, config)
+    revision = await upgrade_to_head(config.store.url)
+    log.info("store at schema revision %s", revision)
+
+    async with open_store(config.store.url, config.store.blob_dir) as store:
+        await _announce_admin(config, store)
+        supervisor = Supervisor()
+        metrics = Metrics(supervisor.states)
+        build_services(config, store, supervisor, metrics)
+        web_ready = asyncio.Event()
+        supervisor.on_change = lambda s: (
+            web_ready.set() if (s.name, s.state) == ("web", "ready") else None
+        )
+
+        async def announce_ready() -> None:
+            await web_ready.wait()
+            notifier.ready("serving")
+            log.info("rapport is serving: web UI on http://%s:%d", config.web.host, config.web.port)
+
+        async with asyncio.TaskGroup() as group:
+            running = group.create_task(supervisor.run(), name="supervisor")
+            helpers = [
+                group.create_task(announce_ready(), name="announce-ready"),
+                group.create_task(notifier.watchdog(), name="sd-watchdog"),
+            ]
+            await stop.wait()
+            log.info("stopping: signal received")
+            notifier.stopping()
+            for task in helpers:
+                task.cancel()
+            # Listeners stop first, then workers drain; the store closes when this block exits.
+            await supervisor.shutdown(config.daemon.shutdown_timeout)
+            await running
+    log.info("stopped")
+    return 0

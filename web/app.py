@@ -1,0 +1,45 @@
+"""The web UI's aiohttp application (server-rendered with Jinja2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from sqlalchemy import func, select
+
+from store.db import Store
+from store.models import Account, Contact, Lead, Opportunity
+
+STORE_KEY = web.AppKey("store", Store)
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@aiohttp_jinja2.template("home.html")
+async def home(request: web.Request) -> dict[str, object]:
+    """The front page: how much the store holds."""
+    store = request.app[STORE_KEY]
+    counts: dict[str, int] = {}
+    async with store.session() as session:
+        for label, model in (
+            ("leads", Lead),
+            ("contacts", Contact),
+            ("accounts", Account),
+            ("opportunities", Opportunity),
+        ):
+            query = select(func.count()).select_from(model).where(model.deleted_at.is_(None))
+            counts[label] = int(await session.scalar(query) or 0)
+    return {"counts": counts}
+
+
+def create_app(store: Store) -> web.Application:
+    app = web.Application()
+    app[STORE_KEY] = store
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
+    app.router.add_get("/", home)
+    return app
