@@ -1,0 +1,157 @@
+"""The activity timeline: log an activity against every record it concerns, read it back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.base import Base, utcnow
+from store.identity import record_type_of
+from store.models.activity import Activity, ActivityKind, ActivityLink
+
+RecordRef = tuple[str, int]
+
+
+def as_ref(record: RecordRef | Base) -> RecordRef:
+    if isinstance(record, tuple):
+        return record
+    return record_type_of(record), record.id  # type: ignore[attr-defined]
+
+
+async def link(session: AsyncSession, activity: Activity, record_type: str, record_id: int) -> bool:
+    """Link an activity to one more record; False when it was linked already."""
+    exists = await session.scalar(
+        select(ActivityLink.id).where(
+            ActivityLink.activity_id == activity.id,
+            ActivityLink.record_type == record_type,
+            ActivityLink.record_id == record_id,
+        )
+    )
+    if exists is not None:
+        return False
+    session.add(
+        ActivityLink(
+            activity_id=activity.id,
+            record_type=record_type,
+            record_id=record_id,
+            occurred_at=activity.occurred_at,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def log_activity(
+    session: AsyncSession,
+    *,
+    kind: ActivityKind | str,
+    subject: str,
+    records: Iterable[RecordRef | Base],
+    body: str = "",
+    occurred_at: dt.datetime | None = None,
+    owner_id: int | None = None,
+    **fields: Any,
+) -> Activity:
+    """One activity (mail, call, meeting, task, note, visit) linked to every record it concerns."""
+    activity = Activity(
+        kind=ActivityKind(kind),
+        subject=subject,
+        body=body,
+        occurred_at=occurred_at or utcnow(),
+        owner_id=owner_id,
+        created_by_id=session.info.get("user_id"),
+        **fields,
+    )
+    session.add(activity)
+    await session.flush()
+    for record_type, record_id in dict.fromkeys(as_ref(r) for r in records):
+        await link(session, activity, record_type, record_id)
+    return activity
+
+
+async def timeline(
+    session: AsyncSession,
+    record_type: str,
+    record_id: int,
+    *,
+    kinds: Sequence[ActivityKind | str] | None = None,
+    before: tuple[dt.datetime, int] | None = None,
+    limit: int = 50,
+) -> list[Activity]:
+    """A record's activities, newest first; ``before`` = the last (occurred_at, id) seen."""
+    query = (
+        select(Activity)
+        .join(ActivityLink, ActivityLink.activity_id == Activity.id)
+        .where(
+            ActivityLink.record_type == record_type,
+            ActivityLink.record_id == record_id,
+            Activity.deleted_at.is_(None),
+        )
+    )
+    if kinds:
+        query = query.where(Activity.kind.in_([ActivityKind(k) for k in kinds]))
+    if before is not None:
+        at, activity_id = before
+        query = query.where(
+            or_(
+                ActivityLink.occurred_at < at,
+                and_(ActivityLink.occurred_at == at, Activity.id < activity_id),
+            )
+        )
+    query = query.order_by(ActivityLink.occurred_at.desc(), Activity.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def copy_links(
+    session: AsyncSession, source: RecordRef, targets: Sequence[RecordRef], *, move: bool = False
+) -> int:
+    """Give every activity of ``source`` a link to each target too (or move them over)."""
+    links = (
+        await session.scalars(
+            select(ActivityLink).where(
+                ActivityLink.record_type == source[0], ActivityLink.record_id == source[1]
+            )
+        )
+    ).all()
+    if not links or not targets:
+        return 0
+    existing = set(
+
+            await session.execute(
+                select(
+                    ActivityLink.activity_id, ActivityLink.record_type, ActivityLink.record_id
+                ).where(
+                    or_(
+                        *(
+                            and_(ActivityLink.record_type == rt, ActivityLink.record_id == rid)
+                            for rt, rid in targets
+                        )
+                    ),
+                    ActivityLink.activity_id.in_([old.activity_id for old in links]),
+                )
+            )
+
+    )
+    added = 0
+    for old in links:
+        for record_type, record_id in targets:
+            if (old.activity_id, record_type, record_id) in existing:
+                continue
+            existing.add((old.activity_id, record_type, record_id))
+            session.add(
+                ActivityLink(
+                    activity_id=old.activity_id,
+                    record_type=record_type,
+                    record_id=record_id,
+                    occurred_at=old.occurred_at,
+                )
+            )
+            added += 1
+        if move:
+            await session.delete(old)
+    await session.flush()
+    return added
