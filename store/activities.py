@@ -134,8 +134,8 @@ async def copy_links(
                     ActivityLink.activity_id.in_([old.activity_id for old in links]),
                 )
             )
-
-    )
+        )
+    }
     added = 0
     for old in links:
         for record_type, record_id in targets:
