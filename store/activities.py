@@ -119,22 +119,19 @@ async def copy_links(
     ).all()
     if not links or not targets:
         return 0
-    existing = set(
-
-            await session.execute(
-                select(
-                    ActivityLink.activity_id, ActivityLink.record_type, ActivityLink.record_id
-                ).where(
-                    or_(
-                        *(
-                            and_(ActivityLink.record_type == rt, ActivityLink.record_id == rid)
-                            for rt, rid in targets
-                        )
-                    ),
-                    ActivityLink.activity_id.in_([old.activity_id for old in links]),
-                )
+    query = select(
+        ActivityLink.activity_id, ActivityLink.record_type, ActivityLink.record_id
+    ).where(
+        or_(
+            *(
+                and_(ActivityLink.record_type == rt, ActivityLink.record_id == rid)
+                for rt, rid in targets
             )
-        )
+        ),
+        ActivityLink.activity_id.in_([old.activity_id for old in links]),
+    )
+    existing: set[tuple[int, str, int]] = {
+        (aid, rt, rid) for aid, rt, rid in await session.execute(query)
     }
     added = 0
     for old in links:
