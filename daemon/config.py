@@ -277,7 +277,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     sources, env_problems = _apply_env(data, environ)
     problems.extend(env_problems)
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"environ": environ})
     except PydanticValidationError as err:
         problems.extend(_format_errors(err, origin, sources))
         raise ConfigError(problems) from None

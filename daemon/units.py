@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -65,16 +66,18 @@ class Secret:
         self._source = source
 
     @classmethod
-    def parse(cls, value: Any) -> Secret:
+    def parse(cls, value: Any, environ: Mapping[str, str] | None = None) -> Secret:
+        """Parse as written; ``env:`` names are read from ``environ`` (default: the process's)."""
+        environ = os.environ if environ is None else environ
         if isinstance(value, Secret):
             return value
         if not isinstance(value, str):
             raise ValueError("a secret is a string: a literal, 'env:NAME' or 'file:/path'")
         if value.startswith("env:"):
             name = value[4:]
-            if name not in os.environ:
+            if name not in environ:
                 raise ValueError(f"missing secret: environment variable {name} is not set")
-            return cls(os.environ[name], f"env:{name}")
+            return cls(environ[name], f"env:{name}")
         if value.startswith("file:"):
             path = Path(value[5:])
             try:
@@ -104,6 +107,11 @@ class Secret:
         return hash(self._value)
 
 
+def _parse_secret(value: Any, info: ValidationInfo) -> Secret:
+    context = info.context or {}
+    return Secret.parse(value, context.get("environ"))
+
+
 def _mask(secret: Secret) -> str:
     return Secret.MASK if secret.source == "literal" else f"{Secret.MASK} ({secret.source})"
 
@@ -111,5 +119,5 @@ def _mask(secret: Secret) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 SecretStr = Annotated[
-    Secret, BeforeValidator(Secret.parse), PlainSerializer(_mask, return_type=str)
+    Secret, BeforeValidator(_parse_secret), PlainSerializer(_mask, return_type=str)
 ]
