@@ -103,7 +103,8 @@ def test_secrets_come_from_env_or_file_and_are_masked(tmp_path: Path) -> None:
     path.write_text(
         "[smtp_relay]\nhost = 'smtp.example.com'\nusername = 'me'\n"
         f"password = 'file:{secret_file}'\n"
-        "[[asterisk.pbx]]\nname = 'hq'\nhost = '127.0.0.1'\nusername = 'u'\nsecret = 'env:AMI_SECRET'\n"
+        "[[asterisk.pbx]]\nname = 'hq'\nhost = '127.0.0.1'\nusername = 'u'\n"
+        "secret = 'env:AMI_SECRET'\n"
     )
     config = load_config(path, {"AMI_SECRET": "from-the-env"})
     assert config.smtp_relay.password is not None
