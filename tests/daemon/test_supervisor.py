@@ -1,4 +1,4 @@
-"""The supervisor: restarts with backoff (on a fake clock), stops on auth errors, shuts down in stages."""
+"""The supervisor: backoff on a fake clock, auth errors stop, shutdown goes in stages."""
 
 from __future__ import annotations
 
