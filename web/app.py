@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -9,6 +10,7 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import func, select
 
+from store.context import correlated
 from store.db import Store
 from store.models import Account, Contact, Lead, Opportunity
 
@@ -33,8 +35,24 @@ async def home(request: web.Request) -> dict[str, object]:
     return {"counts": counts}
 
 
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@web.middleware
+async def request_id(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every request runs under a correlation id, echoed to the client for bug reports."""
+    wanted = request.headers.get(REQUEST_ID_HEADER, "")
+    given = wanted if wanted.isalnum() and len(wanted) <= 64 else None
+    with correlated(given) as cid:
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = cid
+        return response
+
+
 def create_app(store: Store) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[request_id])
     app[STORE_KEY] = store
     aiohttp_jinja2.setup(
         app,
