@@ -49,7 +49,7 @@ check-config: install
 	$(BIN)/rapport check-config
 
 bench: install-test
-	@for b in bench/*; do [ -x "$$b" ] && "$$b"; done; true
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
