@@ -70,8 +70,8 @@ def pysqlite_one_per_commit(path: str, rows: int) -> None:
     for n in range(rows):
         row = _row(n)
         conn.execute(
-            "INSERT INTO audit_trail (record_type, record_id, action, field, old_value, new_value, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_trail (record_type, record_id, action, field, old_value,"
+            " new_value, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (row["record_type"], row["record_id"], row["action"], row["field"],
              row["old_value"], row["new_value"], str(row["at"])),
         )  # fmt: skip
