@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -44,26 +46,25 @@ async def upgrade_to_head(url: str) -> str:
     return await upgrade(url, "head")
 
 
-async def upgrade(url: str, revision: str) -> str:
+async def _migrate(url: str, step: Callable[[Connection, str], None], revision: str) -> str:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade, revision)
+            await conn.run_sync(step, revision)
             current = await conn.run_sync(_current)
     finally:
         await engine.dispose()
     return current or ""
+
+
+async def upgrade(url: str, revision: str) -> str:
+    """Migrate up to ``revision``; returns the revision the database is now at."""
+    return await _migrate(url, _upgrade, revision)
 
 
 async def downgrade(url: str, revision: str) -> str:
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, revision)
-            current = await conn.run_sync(_current)
-    finally:
-        await engine.dispose()
-    return current or ""
+    """Migrate down to ``revision`` (``"base"`` empties the schema)."""
+    return await _migrate(url, _downgrade, revision)
 
 
 async def current_revision(url: str) -> str | None:
