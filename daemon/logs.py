@@ -64,5 +64,7 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # Library chatter stays at WARNING unless we debug.
-    for noisy in ("aiohttp.access", "mail", "mailparser", "asyncio", "alembic", "sqlalchemy"):
+    for noisy in ("aiohttp.access", "asyncio", "alembic", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # mail-parser warns about every part type it has no name for; our defects say what matters.
+    logging.getLogger("mailparser").setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
