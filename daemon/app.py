@@ -18,6 +18,8 @@ from daemon.listeners import HttpListener
 from daemon.metrics import Metrics
 from daemon.sdnotify import Notifier
 from daemon.supervisor import STAGE_LISTENERS, Supervisor
+from scanner.pipeline import MailPipeline, PipelineSettings
+from scanner.processor import MailProcessor
 from scanner.smtp import SmtpIngress, SmtpIngressSettings
 from store.db import Store, open_store
 from store.migrate import upgrade_to_head
@@ -82,6 +84,9 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add(SmtpIngress(store, settings), STAGE_LISTENERS)
     else:
         supervisor.add_disabled("smtp-ingress", "disabled by [smtp_ingress] enabled = false")
+    lead_mailboxes = {"smtp", "import"} | {m.name for m in config.imap.mailboxes if m.lead_mailbox}
+    pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset(lead_mailboxes)))
+    supervisor.add(MailProcessor(pipeline))
     # The services below arrive with their issues; until configured they say why they are off.
     if not config.imap.mailboxes:
         supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")

@@ -31,6 +31,7 @@ from store.models.crm import (
     StageHistory,
 )
 from store.models.identity import EmailIdentity, PhoneIdentity
+from store.models.mail import ImapCursor, MailRule
 from store.models.meta import AuditEntry, Tag, Tagging
 
 # The CRM records that activities, identities, tags and audit entries point at.
@@ -69,10 +70,12 @@ __all__ = [
     "EmailLocation",
     "EmailParticipant",
     "EmailThread",
+    "ImapCursor",
     "InboundJournal",
     "JournalState",
     "Lead",
     "LeadStatus",
+    "MailRule",
     "Opportunity",
     "PhoneIdentity",
     "PipelineStage",

@@ -54,6 +54,8 @@ class InboundJournal(IdMixin, Base):
         BigId, ForeignKey("emails.id", ondelete="SET NULL"), default=None
     )
     size_exceeded: Mapped[bool] = mapped_column(default=False)
+    # Where it was seen: {"mailbox": ..., "folder": ..., "uidvalidity": N, "uid": N}.
+    location: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class EmailKind(enum.StrEnum):
@@ -110,6 +112,8 @@ class Email(IdMixin, TimestampMixin, Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     # Problems met while decoding (undecodable header bytes, bad charset ...), never silent.
     defects: Mapped[list[str]] = mapped_column(default=list)
+    # For mail we sent: when a bounce for it came back.
+    bounced_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     locations: Mapped[list[EmailLocation]] = relationship(
         back_populates="email", cascade="all, delete-orphan", lazy="selectin"
