@@ -18,6 +18,7 @@ from daemon.listeners import HttpListener
 from daemon.metrics import Metrics
 from daemon.sdnotify import Notifier
 from daemon.supervisor import STAGE_LISTENERS, Supervisor
+from scanner.imap import ImapScanner, MailboxSettings
 from scanner.pipeline import MailPipeline, PipelineSettings
 from scanner.processor import MailProcessor
 from scanner.smtp import SmtpIngress, SmtpIngressSettings
@@ -92,7 +93,23 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")
     else:
         for mailbox in config.imap.mailboxes:
-            supervisor.add_disabled(f"imap:{mailbox.name}", "the IMAP scanner is not built yet")
+            assert mailbox.password is not None  # the config refuses a mailbox without one
+            supervisor.add(
+                ImapScanner(
+                    store,
+                    MailboxSettings(
+                        name=mailbox.name,
+                        host=mailbox.host,
+                        port=mailbox.port,
+                        username=mailbox.username,
+                        password=mailbox.password.reveal(),
+                        security=mailbox.security,
+                        folders=tuple(mailbox.folders),
+                        first_sync=mailbox.first_sync,
+                        max_message_size=config.smtp_ingress.max_message_size,
+                    ),
+                )
+            )
     if not config.asterisk.pbx:
         supervisor.add_disabled("asterisk", "not configured: no [[asterisk.pbx]]")
     else:

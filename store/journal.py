@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.blobs import record_blob
 from store.db import Store
@@ -64,3 +67,56 @@ async def journal_inbound(
         raise TransientError(f"the store cannot take mail now: {type(err).__name__}") from err
     await store.bus.publish(MAIL_JOURNALLED, journal_id=new_id, source_key=source_key)
     return JournalReceipt(new_id, digest, created=True)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    source_key: str
+    raw: bytes
+    location: dict[str, Any] = field(default_factory=dict)
+    size_exceeded: bool = False
+
+
+async def journal_many(
+    store: Store,
+    entries: Sequence[JournalEntry],
+    also: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> list[int]:
+    """Journal a batch in one transaction (with ``also``, e.g. moving a cursor, in it too).
+
+    Returns the ids of the entries that were new; keys journalled before are skipped.
+    """
+    digests = [await store.blobs.write(entry.raw) for entry in entries]
+    new_ids: list[int] = []
+    try:
+        async with store.session() as session, session.begin():
+            insert = (
+                postgresql.insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite.insert
+            )
+            for entry, digest in zip(entries, digests, strict=True):
+                await record_blob(session, digest, len(entry.raw), "message/rfc822")
+                new_id = (
+                    await session.execute(
+                        insert(InboundJournal)
+                        .values(
+                            source_key=entry.source_key,
+                            blob_sha256=digest,
+                            state=JournalState.PENDING.value,
+                            size_exceeded=entry.size_exceeded,
+                            location=entry.location,
+                        )
+                        .on_conflict_do_nothing(index_elements=["source_key"])
+                        .returning(InboundJournal.id)
+                    )
+                ).scalar_one_or_none()
+                if new_id is not None:
+                    new_ids.append(new_id)
+            if also is not None:
+                await also(session)
+    except SQLAlchemyError as err:
+        raise TransientError(f"the store cannot take mail now: {type(err).__name__}") from err
+    for new_id in new_ids:
+        await store.bus.publish(MAIL_JOURNALLED, journal_id=new_id)
+    return new_ids

@@ -17,7 +17,7 @@ DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 START_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Dovecot:
     host: str
     port: int
@@ -118,10 +118,73 @@ service imap-login {{
 """
 
 
+class DovecotServer(Dovecot):
+    """A Dovecot that a test can stop and start again on the same port."""
+
+    def __init__(self, root: Path, username: str, password: str) -> None:
+        super().__init__("127.0.0.1", _free_port(), username, password, root / "mail" / username)
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        root = self.root
+        console = root / "console.log"
+        with console.open("ab") as out:
+            proc = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.proc = proc
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2) as s,
+            ):
+                if s.recv(64).startswith(b"* OK"):
+                    return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+                raise RuntimeError(
+                    f"Dovecot did not start: {console.read_text(errors='replace')}{log[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.proc = None
+
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
+        """Deliver over IMAP APPEND, which wakes IDLE at once."""
+        from imapclient import IMAPClient
+
+        with IMAPClient(self.host, self.port, ssl=False, timeout=10) as client:
+            client.login(self.username, self.password)
+            if folder != "INBOX" and not client.folder_exists(folder):
+                client.create_folder(folder)
+            client.append(folder, raw)
+
+    def reset_uidvalidity(self) -> None:
+        """Forget the UID lists, as a server rebuild does: folders get a new UIDVALIDITY."""
+        for pattern in ("dovecot-uidlist", "dovecot.index*", "dovecot-uidvalidity*"):
+            for path in self.maildir.rglob(pattern):
+                path.unlink()
+        time.sleep(1.1)  # a new UIDVALIDITY is taken from the clock, in seconds
+
+
 @contextlib.contextmanager
 def run_dovecot(
     root: Path, username: str = "sales@rapport.test", password: str = "s3cret"
-) -> Iterator[Dovecot]:
+) -> Iterator[DovecotServer]:
     """Start Dovecot with its config, state and Maildir under ``root``; stop it on exit.
 
     ``root`` must be reachable by other users (its parents at least 0711) when
@@ -138,33 +201,10 @@ def run_dovecot(
     _chown_tree(root / "home", *_mail_ids())
     passwd = root / "passwd"
     passwd.write_text(f"{username}:{{PLAIN}}{password}\n")
-    port = _free_port()
-    conf = root / "dovecot.conf"
-    conf.write_text(_config(root, port, passwd))
-    console = root / "console.log"
-    with console.open("wb") as out:
-        proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
-        )
+    server = DovecotServer(root, username, password)
+    (root / "dovecot.conf").write_text(_config(root, server.port, passwd))
+    server.start()
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), 0.2) as s,
-            ):
-                if s.recv(64).startswith(b"* OK"):
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-                out = console.read_text(errors="replace")
-                raise RuntimeError(f"Dovecot did not start: {out}{log[-2000:]}")
-            time.sleep(0.05)
-        yield Dovecot("127.0.0.1", port, username, password, root / "mail" / username)
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()

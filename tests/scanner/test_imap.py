@@ -1,0 +1,196 @@
+"""ImapScanner against a real Dovecot: first and incremental sync, IDLE, UIDVALIDITY, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from imapclient import IMAPClient
+from sqlalchemy import func, select
+
+from scanner.imap import ImapScanner, MailboxSettings, first_sync_since
+from scanner.pipeline import MailPipeline, PipelineSettings
+from scanner.processor import MailProcessor
+from store.db import Store
+from store.errors import AuthError
+from store.models import Email, EmailLocation, ImapCursor, InboundJournal, Lead
+from tests.peers.dovecot import DovecotServer
+
+WAIT_S = 15.0
+
+
+class Status:
+    def __init__(self) -> None:
+        self.is_ready = asyncio.Event()
+        self.notes: list[str] = []
+
+    def ready(self, detail: str = "") -> None:
+        self.is_ready.set()
+
+    def progress(self, detail: str) -> None:
+        self.notes.append(detail)
+
+    def degraded(self, detail: str) -> None:
+        self.notes.append(detail)
+
+
+def message(
+    n: int, sender: str | None = None, date: str = "Mon, 2 Nov 2026 10:00:00 +0800"
+) -> bytes:
+    sender = sender or f"customer{n}@company{n}.cn"
+    return (
+        f"From: Customer {n} <{sender}>\r\nTo: sales@rapport.test\r\nSubject: enquiry {n}\r\n"
+        f"Message-ID: <enquiry-{n}@company.cn>\r\nDate: {date}\r\n\r\nplease quote {n}\r\n"
+    ).encode()
+
+
+def settings(server: DovecotServer, **overrides: object) -> MailboxSettings:
+    values: dict[str, object] = {
+        "name": "sales",
+        "host": server.host,
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "security": "plain",
+        "folders": ("INBOX",),
+        "first_sync": "all",
+    }
+    values.update(overrides)
+    return MailboxSettings(**values)  # type: ignore[arg-type]
+
+
+async def wait_for(check: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if await check():  # type: ignore[misc]
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def count(store: Store, model: type, *where: object) -> int:
+    async with store.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@contextlib.asynccontextmanager
+async def scanning(
+    store: Store, mailbox: MailboxSettings
+) -> AsyncIterator[tuple[Status, asyncio.Task[None]]]:
+    pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset({mailbox.name})))
+    status = Status()
+    processor = asyncio.create_task(MailProcessor(pipeline).run(Status()), name="processor")
+    scanner = asyncio.create_task(ImapScanner(store, mailbox).run(status), name="scanner")
+    try:
+        yield status, scanner
+    finally:
+        for task in (scanner, processor):
+            task.cancel()
+        await asyncio.gather(scanner, processor, return_exceptions=True)
+
+
+def test_first_sync_policy() -> None:
+    today = dt.date(2026, 11, 23)
+    assert first_sync_since("all", today) is None
+    assert first_sync_since("days:30", today) == dt.date(2026, 10, 24)
+    assert first_sync_since("2026-01-01", today) == dt.date(2026, 1, 1)
+
+
+async def test_first_sync_idle_and_flags_untouched(store: Store, dovecot: DovecotServer) -> None:
+    for n in range(3):
+        dovecot.deliver(message(n))
+    async with scanning(store, settings(dovecot)) as (status, _task):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _leads_at_least(store, 3), "three leads from the first sync")
+        # New mail arrives while the scanner idles: IDLE wakes it.
+        began = time.monotonic()
+        await asyncio.to_thread(dovecot.append, message(10))
+        await wait_for(lambda: _leads_at_least(store, 4), "the appended message")
+        assert time.monotonic() - began < 5
+    assert await count(store, InboundJournal) == 4
+    # Read-only, BODY.PEEK: nothing was marked \Seen.
+    with IMAPClient(dovecot.host, dovecot.port, ssl=False) as client:
+        client.login(dovecot.username, dovecot.password)
+        client.select_folder("INBOX", readonly=True)
+        flags = client.get_flags(client.search("ALL"))
+    assert all(b"\\Seen" not in f for f in flags.values())
+
+
+async def _leads_at_least(store: Store, n: int) -> bool:
+    return await count(store, Lead) >= n
+
+
+async def test_restart_resumes_from_the_cursor_without_duplicates(
+    store: Store, dovecot: DovecotServer
+) -> None:
+    dovecot.deliver(message(1))
+    async with scanning(store, settings(dovecot)) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _leads_at_least(store, 1), "first message")
+    dovecot.deliver(message(2))
+    async with scanning(store, settings(dovecot)) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _leads_at_least(store, 2), "second message")
+    assert await count(store, InboundJournal) == 2 and await count(store, Email) == 2
+    async with store.session() as session:
+        cursor = await session.scalar(select(ImapCursor))
+        assert cursor is not None and cursor.last_uid == 2
+
+
+async def test_uidvalidity_change_resyncs_without_duplicates(
+    store: Store, dovecot: DovecotServer
+) -> None:
+    for n in range(2):
+        dovecot.deliver(message(n))
+    async with scanning(store, settings(dovecot)) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _leads_at_least(store, 2), "first sync")
+    async with store.session() as session:
+        before = await session.scalar(select(ImapCursor.uidvalidity))
+    await asyncio.to_thread(dovecot.stop)
+    dovecot.reset_uidvalidity()
+    await asyncio.to_thread(dovecot.start)
+    async with scanning(store, settings(dovecot)) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _processed(store, 4), "the re-read messages")
+    async with store.session() as session:
+        after = await session.scalar(select(ImapCursor.uidvalidity))
+    assert after != before
+    # Re-read under the new UIDVALIDITY: same two emails, each now with two locations.
+    assert await count(store, Email) == 2 and await count(store, Lead) == 2
+    assert await count(store, EmailLocation) == 4
+
+
+async def _processed(store: Store, n: int) -> bool:
+    return await count(store, InboundJournal, InboundJournal.email_id.is_not(None)) >= n
+
+
+async def test_server_going_away_is_transient_and_two_folders_share_one_email(
+    store: Store, dovecot: DovecotServer
+) -> None:
+    raw = message(5)
+    dovecot.deliver(raw)
+    await asyncio.to_thread(dovecot.append, raw, "Archive")
+    mailbox = settings(dovecot, folders=("INBOX", "Archive"))
+    async with scanning(store, mailbox) as (status, scanner):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _processed(store, 2), "both copies")
+        await asyncio.to_thread(dovecot.stop)
+        with pytest.raises(Exception) as err:
+            await asyncio.wait_for(scanner, WAIT_S)
+        assert type(err.value).__name__ == "TransientError"
+    assert await count(store, Email) == 1 and await count(store, EmailLocation) == 2
+    await asyncio.to_thread(dovecot.start)  # the supervisor's restart finds it back
+    dovecot.deliver(message(6))
+    async with scanning(store, mailbox) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _leads_at_least(store, 2), "mail after the restart")
+
+
+async def test_wrong_password_is_an_auth_error(store: Store, dovecot: DovecotServer) -> None:
+    with pytest.raises(AuthError):
+        await ImapScanner(store, settings(dovecot, password="wrong")).run(Status())
