@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon import mail_cli
 from daemon.config import Config, load_config
 from daemon.logs import setup_logging
 from store.errors import ConfigError, ValidationError
@@ -29,12 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--quiet", action="store_true", help="print nothing when it is valid")
     sub.add_parser("migrate", help="migrate the store to the newest schema")
-    mail = sub.add_parser("mail", help="inbound mail tools").add_subparsers(
-        dest="mail_command", required=True
-    )
-    inspect = mail.add_parser("inspect", help="print the pipeline's reading of messages")
-    inspect.add_argument("paths", nargs="+", type=Path)
-    inspect.add_argument("--json", action="store_true", help="one JSON object per line (default)")
+    mail_cli.add_parser(sub)
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True
     )
@@ -98,20 +94,11 @@ async def _create_user(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(paths: list[Path]) -> int:
-    from scanner.inspect import inspect_message
-
-    for path in paths:
-        record = {"path": str(path), **inspect_message(path.read_bytes())}
-        print(json.dumps(record, ensure_ascii=False))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
     if command == "mail" and args.mail_command == "inspect":
-        return _inspect(args.paths)  # needs no configuration
+        return mail_cli.inspect_paths(args.paths)  # needs no configuration
     config = _load(args.config)
     setup_logging(config.log.level, config.log.json_lines)
     if command == "check-config":
@@ -120,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "migrate":
         return asyncio.run(_migrate(config))
+    if command == "mail":
+        return asyncio.run(mail_cli.run(config, args))
     if command == "user":
         return asyncio.run(_create_user(config, args))
     from daemon.app import run_daemon

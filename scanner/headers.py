@@ -101,7 +101,9 @@ def message_ids(value: str | None) -> list[str]:
     """Message-IDs in a header, without angle brackets, in order, without repeats."""
     if not value:
         return []
-    found = MESSAGE_ID.findall(str(value))
+    # Raw 8-bit bytes in an id (seen in spam) are kept readable rather than as escapes.
+    value = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    found = MESSAGE_ID.findall(value)
     if not found and str(value).strip() and " " not in str(value).strip():
         found = [str(value).strip().strip("<>")]  # a bare id some mailers write
     return list(dict.fromkeys(found))

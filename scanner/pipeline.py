@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.classify import Classification, classify
@@ -107,7 +108,12 @@ class MailPipeline:
     async def process(self, journal_id: int) -> Outcome:
         with correlated(f"journal-{journal_id}"):
             try:
-                return await self._process(journal_id)
+                try:
+                    return await self._process(journal_id)
+                except IntegrityError:
+                    # Another worker filed the same mail at the same moment: file it again,
+                    # now as a further location of the email that one wrote.
+                    return await self._process(journal_id)
             except Exception as err:
                 log.warning("message %s quarantined: %s: %s", journal_id, type(err).__name__, err,
                             exc_info=not isinstance(err, PermanentError))  # fmt: skip

@@ -127,3 +127,37 @@ async def test_store_failure_answers_451_and_keeps_nothing_half_done(store: Stor
                     "ALTER TABLE inbound_journal_away RENAME TO inbound_journal"
                 )
     assert err.value.smtp_code == 451 and err.value.smtp_error.startswith(b"4.3.0")
+
+
+async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store) -> None:
+    import time
+
+    from scanner.pipeline import MailPipeline
+    from scanner.processor import MailProcessor
+    from store.models import Lead
+
+    processor = asyncio.create_task(MailProcessor(MailPipeline(store)).run(_Status()), name="processor")
+    try:
+        for lmtp in (False, True):
+            async with running(store, lmtp=lmtp) as port:
+                sender = f"buyer-{int(lmtp)}@factory.cn"
+                raw = f"From: Buyer <{sender}>\r\nTo: sales@rapport.test\r\nSubject: RFQ\r\n\r\nhi\r\n".encode()
+
+                def deliver() -> None:
+                    client = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
+                    with client:
+                        assert client.sendmail(sender, ["sales@rapport.test"], raw) == {}
+
+                await asyncio.to_thread(deliver)
+                began = time.monotonic()
+                while time.monotonic() - began < 5:
+                    async with store.session() as session:
+                        if await session.scalar(select(Lead.id).where(Lead.email == sender)):
+                            break
+                    await asyncio.sleep(0.01)
+                else:
+                    pytest.fail(f"no lead from {sender} within 5 s (lmtp={lmtp})")
+                assert time.monotonic() - began < 1.0
+    finally:
+        processor.cancel()
+        await asyncio.gather(processor, return_exceptions=True)
