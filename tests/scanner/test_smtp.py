@@ -143,12 +143,12 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
                 sender = f"buyer-{int(lmtp)}@factory.cn"
                 raw = f"From: Buyer <{sender}>\r\nTo: sales@rapport.test\r\nSubject: RFQ\r\n\r\nhi\r\n".encode()
 
-                def deliver() -> None:
+                def deliver(lmtp: bool, sender: str, raw: bytes, port: int) -> None:
                     client = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
                     with client:
                         assert client.sendmail(sender, ["sales@rapport.test"], raw) == {}
 
-                await asyncio.to_thread(deliver)
+                await asyncio.to_thread(deliver, lmtp, sender, raw, port)
                 began = time.monotonic()
                 while time.monotonic() - began < 5:
                     async with store.session() as session:
