@@ -27,16 +27,21 @@ class Dovecot:
 
     def deliver(self, raw: bytes, folder: str = "") -> Path:
         """Drop a message straight into the Maildir (as an MTA would)."""
+        return self.deliver_many([raw], folder)[0]
+
+    def deliver_many(self, raws: list[bytes], folder: str = "") -> list[Path]:
         base = self.maildir / (f".{folder}" if folder else "")
         for sub in ("cur", "new", "tmp"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns()}.{os.getpid()}.rapport-test"
-        tmp = base / "tmp" / name
-        tmp.write_bytes(raw)
-        final = base / "new" / name
-        os.replace(tmp, final)
+        paths = []
+        for n, raw in enumerate(raws):
+            name = f"{time.time_ns()}.{os.getpid()}_{n}.rapport-test"
+            tmp = base / "tmp" / name
+            tmp.write_bytes(raw)
+            os.replace(tmp, base / "new" / name)
+            paths.append(base / "new" / name)
         _chown_tree(self.maildir, *_mail_ids())
-        return final
+        return paths
 
 
 def available() -> str | None:

@@ -20,7 +20,9 @@ CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "email"
 async def test_the_whole_corpus_is_filed_or_quarantined(tmp_path: Path) -> None:
     if not CORPUS.is_dir():
         pytest.skip(f"no corpus at {CORPUS}")
-    files = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name not in ("README.md", "MANIFEST.tsv"))
+    files = sorted(
+        p for p in CORPUS.rglob("*") if p.is_file() and p.name not in ("README.md", "MANIFEST.tsv")
+    )
     url = f"sqlite+aiosqlite:///{tmp_path / 'corpus.db'}"
     await upgrade_to_head(url)
     async with open_store(url, tmp_path / "blobs") as store:
@@ -43,13 +45,19 @@ async def test_the_whole_corpus_is_filed_or_quarantined(tmp_path: Path) -> None:
 async def _report(store: Store) -> dict[str, object]:
     async with store.session() as session:
         quarantined = (
-            await session.scalars(select(InboundJournal).where(InboundJournal.state == JournalState.QUARANTINED))
+            await session.scalars(
+                select(InboundJournal).where(InboundJournal.state == JournalState.QUARANTINED)
+            )
         ).all()
         assert all(row.error for row in quarantined), "a quarantined message without a reason"
-        kinds = dict((await session.execute(select(Email.kind, func.count()).group_by(Email.kind))).all())
+        kinds = dict(
+            (await session.execute(select(Email.kind, func.count()).group_by(Email.kind))).all()
+        )
         leads = await session.scalar(select(func.count()).select_from(Lead))
         pending = await session.scalar(
-            select(func.count()).select_from(InboundJournal).where(InboundJournal.state == JournalState.PENDING)
+            select(func.count())
+            .select_from(InboundJournal)
+            .where(InboundJournal.state == JournalState.PENDING)
         )
     assert pending == 0
     return {

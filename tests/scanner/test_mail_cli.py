@@ -22,7 +22,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_import_eml_maildir_and_mbox_then_quarantine(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_eml_maildir_and_mbox_then_quarantine(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (workdir / "one.eml").write_bytes(_eml(1, "a@alpha.cn"))
     maildir = mailbox.Maildir(workdir / "Maildir", create=True)
     maildir.add(_eml(2, "b@beta.cn"))

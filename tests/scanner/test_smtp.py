@@ -136,7 +136,9 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
     from scanner.processor import MailProcessor
     from store.models import Lead
 
-    processor = asyncio.create_task(MailProcessor(MailPipeline(store)).run(_Status()), name="processor")
+    processor = asyncio.create_task(
+        MailProcessor(MailPipeline(store)).run(_Status()), name="processor"
+    )
     try:
         for lmtp in (False, True):
             async with running(store, lmtp=lmtp) as port:
@@ -144,7 +146,9 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
                 raw = f"From: Buyer <{sender}>\r\nTo: sales@rapport.test\r\nSubject: RFQ\r\n\r\nhi\r\n".encode()
 
                 def deliver(lmtp: bool, sender: str, raw: bytes, port: int) -> None:
-                    client = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
+                    client = (
+                        smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port)
+                    )
                     with client:
                         assert client.sendmail(sender, ["sales@rapport.test"], raw) == {}
 
