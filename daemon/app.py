@@ -54,6 +54,14 @@ def _prepare_var(config: Config) -> None:
     web_secret(config)
 
 
+def pipeline_settings(config: Config) -> PipelineSettings:
+    """Which mailboxes make leads and what bulk mail does, from the configuration."""
+    lead_mailboxes = {"import"} | {m.name for m in config.imap.mailboxes if m.lead_mailbox}
+    if config.mail.smtp_creates_leads:
+        lead_mailboxes.add("smtp")
+    return PipelineSettings(lead_mailboxes=frozenset(lead_mailboxes), bulk_policy=config.mail.bulk)
+
+
 def build_services(config: Config, store: Store, supervisor: Supervisor, metrics: Metrics) -> None:
     """Register every service with the supervisor; unconfigured peers are shown as disabled."""
 
@@ -85,9 +93,7 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add(SmtpIngress(store, settings), STAGE_LISTENERS)
     else:
         supervisor.add_disabled("smtp-ingress", "disabled by [smtp_ingress] enabled = false")
-    lead_mailboxes = {"smtp", "import"} | {m.name for m in config.imap.mailboxes if m.lead_mailbox}
-    pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset(lead_mailboxes)))
-    supervisor.add(MailProcessor(pipeline))
+    supervisor.add(MailProcessor(MailPipeline(store, pipeline_settings(config))))
     # The services below arrive with their issues; until configured they say why they are off.
     if not config.imap.mailboxes:
         supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")

@@ -181,6 +181,15 @@ class AsteriskConfig(_Section):
         return self
 
 
+class MailConfig(_Section):
+    """How inbound mail is filed, whatever its source."""
+
+    # Bulk and list mail: "history" (filed, never a lead), "lead" (like any mail), "skip".
+    bulk: Literal["history", "lead", "skip"] = "history"
+    # Whether unknown senders of mail delivered over SMTP/LMTP become leads.
+    smtp_creates_leads: bool = True
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(default=False, alias="json")
@@ -202,6 +211,7 @@ class Config(_Section):
     smtp_relay: SmtpRelayConfig = Field(default_factory=SmtpRelayConfig)
     imap: ImapConfig = Field(default_factory=ImapConfig)
     asterisk: AsteriskConfig = Field(default_factory=AsteriskConfig)
+    mail: MailConfig = Field(default_factory=MailConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from daemon.config import Config
 from scanner.importer import iter_entries_blocking
 from scanner.inspect import inspect_message
-from scanner.pipeline import MailPipeline, PipelineSettings
+from scanner.pipeline import MailPipeline
 from store.db import Store, open_store
 from store.journal import journal_many
 from store.migrate import upgrade_to_head
@@ -128,9 +128,10 @@ async def _quarantine(store: Store, args: argparse.Namespace, pipeline: MailPipe
 
 async def run(config: Config, args: argparse.Namespace) -> int:
     await upgrade_to_head(config.store.url)
-    lead_mailboxes = {"smtp", "import"} | {m.name for m in config.imap.mailboxes if m.lead_mailbox}
+    from daemon.app import pipeline_settings
+
     async with open_store(config.store.url, config.store.blob_dir) as store:
-        pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset(lead_mailboxes)))
+        pipeline = MailPipeline(store, pipeline_settings(config))
         if args.mail_command == "import":
             return await _import(store, args.paths, pipeline)
         return await _quarantine(store, args, pipeline)
