@@ -61,16 +61,18 @@ async def _owners(session: AsyncSession, addresses: list[str]) -> dict[str, list
             )
         )
     ).all()
+    binned: set[tuple[str, int]] = set()
+    for record_type, model in _LIVE_MODELS.items():
+        ids = [rid for _, rt, rid in rows if rt == record_type]
+        if ids:
+            gone = await session.scalars(
+                select(model.id).where(model.id.in_(ids), model.deleted_at.is_not(None))
+            )
+            binned.update((record_type, rid) for rid in gone)
     found: dict[str, list[tuple[str, int]]] = {}
     for address, record_type, record_id in rows:
-        model = _LIVE_MODELS.get(record_type)
-        if model is not None:
-            live = await session.scalar(
-                select(model.id).where(model.id == record_id, model.deleted_at.is_(None))
-            )
-            if live is None:
-                continue
-        found.setdefault(address, []).append((record_type, record_id))
+        if (record_type, record_id) not in binned:
+            found.setdefault(address, []).append((record_type, record_id))
     return found
 
 

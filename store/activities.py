@@ -68,8 +68,17 @@ async def log_activity(
     )
     session.add(activity)
     await session.flush()
-    for record_type, record_id in dict.fromkeys(as_ref(r) for r in records):
-        await link(session, activity, record_type, record_id)
+    # A new activity has no links yet: add them without asking the database first.
+    session.add_all(
+        ActivityLink(
+            activity_id=activity.id,
+            record_type=record_type,
+            record_id=record_id,
+            occurred_at=activity.occurred_at,
+        )
+        for record_type, record_id in dict.fromkeys(as_ref(r) for r in records)
+    )
+    await session.flush()
     return activity
 
 
