@@ -89,6 +89,11 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
             max_message_size=ingress.max_message_size,
             timeout_s=ingress.timeout,
             lmtp=ingress.lmtp,
+            tls_cert=str(ingress.tls_cert) if ingress.tls_cert else None,
+            tls_key=str(ingress.tls_key) if ingress.tls_key else None,
+            require_tls=ingress.require_tls,
+            auth_username=ingress.auth_username,
+            auth_password=ingress.auth_password.reveal() if ingress.auth_password else None,
         )
         supervisor.add(SmtpIngress(store, settings), STAGE_LISTENERS)
     else:

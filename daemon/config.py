@@ -79,6 +79,28 @@ class SmtpIngressConfig(ListenerConfig):
     domains: list[str] = Field(default_factory=list)
     max_message_size: Size = 25_000_000
     timeout: Duration = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _tls_and_auth(self) -> Self:
+        problems = []
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("tls_cert and tls_key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                problems.append(f"{path} is not a readable file")
+        if self.require_tls and self.tls_cert is None:
+            problems.append("require_tls needs tls_cert and tls_key")
+        if self.auth_username and self.auth_password is None:
+            problems.append("missing secret: auth_password (auth_username is set)")
+        if self.auth_username and self.tls_cert is None:
+            problems.append("AUTH is offered only over TLS: set tls_cert and tls_key")
+        _raise_all(problems)
+        return self
 
 
 Security = Literal["tls", "starttls", "plain"]

@@ -11,14 +11,16 @@ server keeps it and retries (RFC 5321 section 4.2.5): nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import ssl
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from store.db import Store
 from store.errors import TransientError
@@ -38,6 +40,13 @@ class SmtpIngressSettings:
     timeout_s: float = 300.0
     lmtp: bool = False
     hostname: str = "rapport.localhost"
+    # STARTTLS with this certificate chain and key (PEM files); required when require_tls.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    require_tls: bool = False
+    # SMTP AUTH (PLAIN/LOGIN, only after STARTTLS): required of every client when set.
+    auth_username: str | None = None
+    auth_password: str | None = None
 
 
 def accepts(recipient: str, domains: Sequence[str]) -> bool:
@@ -84,6 +93,59 @@ class IngressHandler:
         return f"250 2.0.0 OK queued as {queue_id}"
 
 
+class _StartTlsOnOwnLoop:
+    """STARTTLS through ``loop.start_tls``.
+
+    aiosmtpd 1.4 wires its TLS layer by hand from asyncio's private SSLProtocol,
+    which no longer completes the handshake on Python 3.11 (the client times
+    out).  The public ``start_tls`` does the handshake; the rest is what
+    aiosmtpd's own ``connection_made`` does after STARTTLS (RFC 3207 4.2 reset).
+    """
+
+    async def smtp_STARTTLS(self: Any, arg: str) -> None:
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        plain = self.transport
+        tls = await self.loop.start_tls(plain, self, self.tls_context, server_side=True)
+        if tls is None:
+            raise ConnectionResetError("TLS handshake did not complete")
+        self._original_transport = plain
+        self._tls_protocol = tls._ssl_protocol
+        self.connection_made(tls)
+
+
+class TlsSMTP(_StartTlsOnOwnLoop, SMTP):
+    pass
+
+
+class TlsLMTP(_StartTlsOnOwnLoop, LMTP):
+    pass
+
+
+class _Authenticator:
+    """Checks SMTP AUTH against the one configured account, in constant time."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username.encode()
+        self.password = password.encode()
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = hmac.compare_digest(auth_data.login, self.username) & hmac.compare_digest(
+            auth_data.password, self.password
+        )
+        # handled=False: aiosmtpd answers (235 or 535); True would mean we already had.
+        return AuthResult(success=bool(ok), handled=False)
+
+
 class SmtpIngress:
     """The inbound SMTP (or LMTP) listener as a supervised service."""
 
@@ -100,8 +162,18 @@ class SmtpIngress:
             "timeout": self.settings.timeout_s,
             "enable_SMTPUTF8": True,
         }
-        handler = IngressHandler(self.store, self.settings)
-        return LMTP(handler, **kwargs) if self.settings.lmtp else SMTP(handler, **kwargs)
+        settings = self.settings
+        if settings.tls_cert and settings.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            kwargs["tls_context"] = context
+            kwargs["require_starttls"] = settings.require_tls
+        if settings.auth_username and settings.auth_password is not None:
+            kwargs["authenticator"] = _Authenticator(settings.auth_username, settings.auth_password)
+            kwargs["auth_required"] = True
+            kwargs["auth_require_tls"] = True
+        handler = IngressHandler(self.store, settings)
+        return TlsLMTP(handler, **kwargs) if settings.lmtp else TlsSMTP(handler, **kwargs)
 
     async def run(self, status: ServiceStatus) -> None:
         loop = asyncio.get_running_loop()

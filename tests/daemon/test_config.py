@@ -145,6 +145,9 @@ def test_example_file_documents_a_valid_configuration(tmp_path: Path) -> None:
     # With its commented-out sections switched on it is still valid.
     setting = re.compile(r"^# (?=[a-z_]+ = |\[)")
     enabled = "\n".join(setting.sub("", line) for line in text.splitlines())
+    for name in ("smtp.crt", "smtp.key"):  # the example's files, made real here
+        (tmp_path / name).write_text("PEM")
+        enabled = enabled.replace(f"/etc/rapport/{name}", str(tmp_path / name))
     (tmp_path / "all.toml").write_text(enabled)
     config = load_config(
         tmp_path / "all.toml",
@@ -153,6 +156,7 @@ def test_example_file_documents_a_valid_configuration(tmp_path: Path) -> None:
             "SALES_IMAP_PASSWORD": "y",
             "AMI_SECRET": "z",
             "RAPPORT_WEB_SECRET": "w",
+            "SMTP_INGRESS_PASSWORD": "v",
         },
     )
     assert config.imap.mailboxes and config.asterisk.pbx and config.smtp_relay.host
@@ -163,3 +167,16 @@ def test_example_file_documents_a_valid_configuration(tmp_path: Path) -> None:
             key = field.alias or name
             documented = f"{key} =" in text or f".{key}]]" in text
             assert documented, f"{model.__name__}.{key} undocumented"
+
+
+def test_smtp_ingress_tls_and_auth_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "rapport.toml"
+    path.write_text(
+        "[smtp_ingress]\nrequire_tls = true\nauth_username = 'relay'\ntls_key = '/nonexistent.key'\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    (problem,) = err.value.problems
+    for why in ("tls_cert and tls_key go together", "/nonexistent.key is not a readable file",
+                "require_tls needs tls_cert", "missing secret: auth_password"):  # fmt: skip
+        assert why in problem

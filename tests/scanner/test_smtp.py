@@ -7,6 +7,7 @@ import contextlib
 import smtplib
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -165,3 +166,51 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
     finally:
         processor.cancel()
         await asyncio.gather(processor, return_exceptions=True)
+
+
+def _self_signed(tmp: Path) -> tuple[str, str]:
+    import subprocess
+
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def test_starttls_and_auth_are_required_when_configured(store: Store, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    options = {"tls_cert": cert, "tls_key": key, "require_tls": True,
+               "auth_username": "relay", "auth_password": "s3cret-pass"}  # fmt: skip
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname = False
+    client_tls.verify_mode = ssl.CERT_NONE
+
+    def transcript(port: int, password: str | None, tls: bool) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo()
+            if tls:
+                client.starttls(context=client_tls)
+                client.ehlo()
+            if password is not None:
+                try:
+                    client.login("relay", password)
+                except smtplib.SMTPAuthenticationError as err:
+                    return err.smtp_code, err.smtp_error
+            code, reply = client.mail("a@example.cn")
+            if code != 250:
+                return code, reply
+            client.rcpt("sales@rapport.test")
+            return client.data(MESSAGE)
+
+    async with running(store, **options) as port:
+        assert (await asyncio.to_thread(transcript, port, None, False))[0] == 530  # STARTTLS first
+        assert (await asyncio.to_thread(transcript, port, None, True))[0] == 530  # then AUTH
+        assert (await asyncio.to_thread(transcript, port, "wrong", True))[0] == 535
+        assert (await asyncio.to_thread(transcript, port, "s3cret-pass", True))[0] == 250
+    async with store.session() as session:
+        assert len((await session.scalars(select(InboundJournal))).all()) == 1
