@@ -29,6 +29,7 @@ from store.models import (
     EmailKind,
     EmailParticipant,
     EmailThread,
+    ImapAction,
     InboundJournal,
     Lead,
 )
@@ -267,6 +268,19 @@ async def file_mail(
         )
     if verdict.kind == "bounce":
         await _mark_bounced(session, verdict, now)
+    location = journal.location or {}
+    if rules.server_actions and location.get("uid"):
+        session.add_all(
+            ImapAction(
+                mailbox=str(location["mailbox"]),
+                folder=str(location["folder"]),
+                uidvalidity=int(location.get("uidvalidity", 0)),
+                uid=int(location["uid"]),
+                action=str(action["type"]),
+                target=action.get("folder"),
+            )
+            for action in rules.server_actions
+        )
     if records and not rules.skip:
         await log_activity(
             session, kind=ActivityKind.EMAIL, subject=mail.subject[:500], body=mail.text[:2000],

@@ -24,13 +24,16 @@ from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scanner.pipeline import IMAP_ACTIONS_QUEUED
+from store.base import utcnow
+from store.bus import Subscription
 from store.db import Store
 from store.errors import AuthError, TransientError
 from store.journal import JournalEntry, journal_many
-from store.models import ImapCursor
+from store.models import ImapAction, ImapCursor
 from store.service import ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -158,6 +161,28 @@ class ImapSession:
                 if self.client is not None:
                     self.client.idle_done()
 
+    def apply_blocking(
+        self, folder: str, uidvalidity: int, flag: list[int], moves: dict[str, list[int]]
+    ) -> None:
+        """Flag and move messages in a folder opened for writing, if its UIDVALIDITY still holds."""
+        assert self.client is not None
+        info = self.client.select_folder(folder, readonly=False)
+        if int(info[b"UIDVALIDITY"]) != uidvalidity:
+            raise LookupError(
+                f"UIDVALIDITY of {folder} changed; the UIDs no longer name those messages"
+            )
+        if flag:
+            self.client.add_flags(flag, [imapclient.FLAGGED])
+        for target, uids in moves.items():
+            if not self.client.folder_exists(target):
+                self.client.create_folder(target)
+            if self.client.has_capability("MOVE"):
+                self.client.move(uids, target)
+            else:  # RFC 3501: copy, mark deleted, expunge just those
+                self.client.copy(uids, target)
+                self.client.add_flags(uids, [imapclient.DELETED])
+                self.client.uid_expunge(uids)
+
     def noop_blocking(self) -> None:
         assert self.client is not None
         self.client.noop()
@@ -193,12 +218,13 @@ class ImapScanner:
         imap = ImapSession(self.settings)
         await asyncio.to_thread(imap.connect_blocking)
         try:
-            status.progress("connected, syncing")
-            await self.sync_all(imap, status)
-            status.ready(f"{len(self.settings.folders)} folder(s) synced")
-            while True:
-                await self.wait_for_news(imap)
+            async with self.store.bus.subscribe(IMAP_ACTIONS_QUEUED) as actions:
+                status.progress("connected, syncing")
                 await self.sync_all(imap, status)
+                status.ready(f"{len(self.settings.folders)} folder(s) synced")
+                while True:
+                    await self.wait_for_news(imap, actions)
+                    await self.sync_all(imap, status)
         finally:
             await asyncio.shield(asyncio.to_thread(imap.close_blocking))
 
@@ -206,7 +232,40 @@ class ImapScanner:
         total = 0
         for folder in self.settings.folders:
             total += await self.sync_folder(imap, folder, status)
+        await self.apply_actions(imap)
         return total
+
+    async def apply_actions(self, imap: ImapSession) -> int:
+        """Carry out the flag and move actions filing rules left for this mailbox."""
+        async with self.store.session() as session:
+            pending = (
+                await session.scalars(
+                    select(ImapAction).where(
+                        ImapAction.mailbox == self.settings.name, ImapAction.done_at.is_(None)
+                    )
+                )
+            ).all()
+        groups: dict[tuple[str, int], list[ImapAction]] = {}
+        for action in pending:
+            groups.setdefault((action.folder, action.uidvalidity), []).append(action)
+        for (folder, uidvalidity), actions in groups.items():
+            flag = [a.uid for a in actions if a.action == "flag"]
+            moves: dict[str, list[int]] = {}
+            for a in actions:
+                if a.action == "move" and a.target:
+                    moves.setdefault(a.target, []).append(a.uid)
+            error = None
+            try:
+                await self._call(imap.apply_blocking, folder, uidvalidity, flag, moves)
+            except LookupError as err:
+                error = str(err)
+            async with self.store.session() as session, session.begin():
+                await session.execute(
+                    update(ImapAction)
+                    .where(ImapAction.id.in_([a.id for a in actions]))
+                    .values(done_at=utcnow(), error=error)
+                )
+        return len(pending)
 
     async def _cursor(self, folder: str) -> tuple[int, int]:
         async with self.store.session() as session:
@@ -274,10 +333,15 @@ class ImapScanner:
 
         return len(await journal_many(self.store, entries, also=move_cursor))
 
-    async def wait_for_news(self, imap: ImapSession) -> None:
-        """Return when the first folder has new mail (IDLE), or after the poll interval."""
+    async def _actions_for_me(self, actions: Subscription) -> None:
+        while (await actions.get()).data.get("mailbox") != self.settings.name:
+            pass
+
+    async def wait_for_news(self, imap: ImapSession, actions: Subscription) -> None:
+        """Return on new mail (IDLE), on server actions queued by rules, or when it is time to poll."""
         if not imap.has_idle:
-            await asyncio.sleep(self.settings.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._actions_for_me(actions), self.settings.poll_s)
             return
         await self._call(imap.select_blocking, self.settings.folders[0])
         # With several folders only the first is watched; the others are polled this often.
@@ -286,10 +350,15 @@ class ImapScanner:
             limit = min(limit, self.settings.poll_s)
         stop = threading.Event()
         waiting = asyncio.ensure_future(self._call(imap.idle_wait_blocking, limit, stop))
+        queued = asyncio.ensure_future(self._actions_for_me(actions))
         try:
-            await asyncio.shield(waiting)
+            await asyncio.wait([waiting, queued], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()  # the thread ends its IDLE within IDLE_CHECK_S
+            await waiting
         except asyncio.CancelledError:
-            stop.set()  # the thread ends its IDLE within IDLE_CHECK_S; wait for it
+            stop.set()
             with contextlib.suppress(Exception):
                 await waiting
             raise
+        finally:
+            queued.cancel()

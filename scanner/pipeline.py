@@ -29,6 +29,7 @@ from store.models import Email, EmailLocation, InboundJournal, JournalState
 log = logging.getLogger(__name__)
 
 EMAIL_RECEIVED = "EmailReceived"
+IMAP_ACTIONS_QUEUED = "ImapActionsQueued"
 LEAD_CREATED = "LeadCreated"
 MAX_ERROR_CHARS = 2000
 
@@ -173,6 +174,8 @@ class MailPipeline:
                 None,
             )
         await self._announce(filed.email, verdict, filed.lead_ids)
+        if filed.rules is not None and filed.rules.server_actions:
+            await self.store.bus.publish(IMAP_ACTIONS_QUEUED, mailbox=mailbox)
         return Outcome(journal_id, "processed", email_id=filed.email.id, lead_ids=filed.lead_ids)
 
     async def _announce(self, email: Email, verdict: Classification, lead_ids: list[int]) -> None:

@@ -31,7 +31,7 @@ from store.models.crm import (
     StageHistory,
 )
 from store.models.identity import EmailIdentity, PhoneIdentity
-from store.models.mail import ImapCursor, MailRule
+from store.models.mail import ImapAction, ImapCursor, MailRule
 from store.models.meta import AuditEntry, Tag, Tagging
 
 # The CRM records that activities, identities, tags and audit entries point at.
@@ -70,6 +70,7 @@ __all__ = [
     "EmailLocation",
     "EmailParticipant",
     "EmailThread",
+    "ImapAction",
     "ImapCursor",
     "InboundJournal",
     "JournalState",

@@ -49,3 +49,20 @@ class MailRule(IdMixin, TimestampMixin, Base):
     # False: first match wins; True: later rules are evaluated too.
     continue_after: Mapped[bool] = mapped_column(default=False)
     round_robin_next: Mapped[int] = mapped_column(default=0)
+
+
+class ImapAction(IdMixin, Base):
+    """A change a filing rule asked for on the server (flag, move), done by the scanner."""
+
+    __tablename__ = "imap_actions"
+
+    mailbox: Mapped[str] = mapped_column(String(255), index=True)
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    # "flag" (\\Flagged) or "move" (to ``target``)
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(255), default=None)
+    done_at: Mapped[dt.datetime | None] = mapped_column(default=None, index=True)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

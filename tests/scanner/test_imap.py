@@ -194,3 +194,57 @@ async def test_server_going_away_is_transient_and_two_folders_share_one_email(
 async def test_wrong_password_is_an_auth_error(store: Store, dovecot: DovecotServer) -> None:
     with pytest.raises(AuthError):
         await ImapScanner(store, settings(dovecot, password="wrong")).run(Status())
+
+
+async def test_rules_flag_and_move_on_the_server(store: Store, dovecot: DovecotServer) -> None:
+    from store.models import ImapAction, MailRule
+
+    async with store.session() as session, session.begin():
+        session.add_all([
+            MailRule(name="urgent", position=1, continue_after=True,
+                     conditions=[{"field": "subject", "op": "contains", "value": "urgent"}],
+                     actions=[{"type": "flag"}]),
+            MailRule(name="file partners", position=2,
+                     conditions=[{"field": "from", "op": "domain", "value": "partner.cn"}],
+                     actions=[{"type": "move", "folder": "Partners"}]),
+        ])  # fmt: skip
+    dovecot.deliver_many([
+        b"From: a@customer.cn\r\nSubject: urgent order\r\nMessage-ID: <u1@c>\r\n\r\nx\r\n",
+        b"From: b@partner.cn\r\nSubject: urgent too\r\nMessage-ID: <p1@c>\r\n\r\nx\r\n",
+        b"From: c@customer.cn\r\nSubject: plain\r\nMessage-ID: <n1@c>\r\n\r\nx\r\n",
+    ])  # fmt: skip
+    async with scanning(store, settings(dovecot, poll_s=0.5)) as (status, _):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _processed(store, 3), "all three filed")
+
+        async def actions_done() -> bool:
+            return (
+                await count(store, ImapAction) == 3
+                and await count(store, ImapAction, ImapAction.done_at.is_(None)) == 0
+            )
+
+        await wait_for(actions_done, "the rules' server actions")
+
+    def server_view() -> tuple[dict[bytes, bool], list[bytes]]:
+        with IMAPClient(dovecot.host, dovecot.port, ssl=False) as client:
+            client.login(dovecot.username, dovecot.password)
+            client.select_folder("INBOX", readonly=True)
+            inbox = client.fetch(
+                client.search("ALL"), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+            )
+            flagged = {
+                bytes(d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"]).strip(): b"\\Flagged" in d[b"FLAGS"]
+                for d in inbox.values()
+            }
+            client.select_folder("Partners", readonly=True)
+            moved = [
+                bytes(d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"]).strip()
+                for d in client.fetch(
+                    client.search("ALL"), ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+                ).values()
+            ]
+            return flagged, moved
+
+    flagged, moved = await asyncio.to_thread(server_view)
+    assert flagged == {b"Message-ID: <u1@c>": True, b"Message-ID: <n1@c>": False}
+    assert moved == [b"Message-ID: <p1@c>"]
