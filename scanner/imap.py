@@ -338,7 +338,7 @@ class ImapScanner:
             pass
 
     async def wait_for_news(self, imap: ImapSession, actions: Subscription) -> None:
-        """Return on new mail (IDLE), on server actions queued by rules, or when it is time to poll."""
+        """Return on new mail (IDLE), when rules queued server actions, or at poll time."""
         if not imap.has_idle:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._actions_for_me(actions), self.settings.poll_s)
