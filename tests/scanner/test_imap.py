@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -248,3 +249,28 @@ async def test_rules_flag_and_move_on_the_server(store: Store, dovecot: DovecotS
     flagged, moved = await asyncio.to_thread(server_view)
     assert flagged == {b"Message-ID: <u1@c>": True, b"Message-ID: <n1@c>": False}
     assert moved == [b"Message-ID: <p1@c>"]
+
+
+async def test_oversize_mail_is_recorded_by_its_headers_and_first_sync_since(
+    store: Store, dovecot: DovecotServer
+) -> None:
+    big = message(1) + b"x" * 3000 + b"\r\n"
+    old = message(2, date="Mon, 2 Nov 2020 10:00:00 +0800")
+    dovecot.deliver_many([big, old])
+    # Dovecot dates Maildir mail by the file's time: make the old one old.
+    for path in sorted((dovecot.maildir / "new").iterdir())[1:]:
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    async with scanning(store, settings(dovecot, max_message_size=2000, first_sync="days:30")) as (
+        status,
+        _,
+    ):
+        await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+        await wait_for(lambda: _processed(store, 1), "the big message")
+    async with store.session() as session:
+        rows = (await session.scalars(select(InboundJournal))).all()
+        assert (
+            len(rows) == 1 and rows[0].size_exceeded
+        )  # the old one was before the first sync window
+        email = await session.get(Email, rows[0].email_id)
+        assert email is not None and email.subject == "enquiry 1"
+        assert "message over the size limit: headers only" in email.defects
