@@ -104,7 +104,6 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")
     else:
         for mailbox in config.imap.mailboxes:
-            assert mailbox.password is not None  # the config refuses a mailbox without one
             supervisor.add(
                 ImapScanner(
                     store,
@@ -113,7 +112,12 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
                         host=mailbox.host,
                         port=mailbox.port,
                         username=mailbox.username,
-                        password=mailbox.password.reveal(),
+                        password=mailbox.password.reveal() if mailbox.password else "",
+                        auth=mailbox.auth,
+                        token_command=mailbox.oauth2_token_command,
+                        token_file=str(mailbox.oauth2_token_file)
+                        if mailbox.oauth2_token_file
+                        else None,
                         security=mailbox.security,
                         folders=tuple(mailbox.folders),
                         first_sync=mailbox.first_sync,

@@ -142,7 +142,10 @@ class MailboxConfig(_Peer):
     name: str
     port: Port = 993
     username: str
+    auth: Literal["password", "xoauth2"] = "password"
     password: SecretStr | None = None
+    oauth2_token_command: str | None = None
+    oauth2_token_file: Path | None = None
     folders: list[str] = Field(default_factory=lambda: ["INBOX"])
     lead_mailbox: bool = True
     first_sync: str = "days:30"
@@ -150,8 +153,10 @@ class MailboxConfig(_Peer):
     @model_validator(mode="after")
     def _complete(self) -> Self:
         problems = self._problems()
-        if self.password is None:
+        if self.auth == "password" and self.password is None:
             problems.append(f"missing secret: password for mailbox {self.name!r}")
+        if self.auth == "xoauth2" and not (self.oauth2_token_command or self.oauth2_token_file):
+            problems.append("xoauth2 needs oauth2_token_command or oauth2_token_file")
         first = self.first_sync
         if first != "all" and not (first.startswith("days:") and first[5:].isdigit()):
             try:

@@ -15,11 +15,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import shlex
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import imapclient
@@ -43,6 +46,7 @@ IDLE_CHECK_S = 1.0
 POLL_S = 60.0
 FETCH_BATCH = 200
 CONNECT_TIMEOUT_S = 30.0
+TOKEN_COMMAND_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class MailboxSettings:
     folders: Sequence[str] = field(default_factory=lambda: ("INBOX",))
     first_sync: str = "all"
     max_message_size: int = 25_000_000
+    # "password", or "xoauth2" with a token from a command (run at every login, so it
+    # can refresh an expired token) or a file (kept fresh by something else).
+    auth: str = "password"
+    token_command: str | None = None
+    token_file: str | None = None
     poll_s: float = POLL_S
     idle_renew_s: float = IDLE_RENEW_S
     batch: int = FETCH_BATCH
@@ -93,7 +102,7 @@ class ImapSession:
             self.client._imap.debug = 0
             if s.security == "starttls":
                 self.client.starttls(context)
-            self.client.login(s.username, s.password)
+            self._login_blocking()
         except LoginError as err:
             self.close_blocking()
             raise AuthError(f"mailbox {s.name}: login refused for {s.username}") from err
@@ -102,6 +111,46 @@ class ImapSession:
             raise TransientError(
                 f"mailbox {s.name}: cannot reach {s.host}:{s.port}: {err}"
             ) from err
+
+    def token_blocking(self) -> str:
+        """An XOAUTH2 access token, fresh from the command or as the file has it now."""
+        s = self.settings
+        if s.token_command:
+            try:
+                done = subprocess.run(  # noqa: S603 - the admin's own configured command
+                    shlex.split(s.token_command),
+                    capture_output=True,
+                    text=True,
+                    timeout=TOKEN_COMMAND_TIMEOUT_S,
+                )
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise AuthError(f"mailbox {s.name}: token command failed: {err}") from err
+            if done.returncode != 0 or not done.stdout.strip():
+                raise AuthError(
+                    f"mailbox {s.name}: token command exited {done.returncode} without a token"
+                )
+            return done.stdout.strip()
+        if s.token_file:
+            try:
+                return Path(s.token_file).read_text(encoding="utf-8").strip()
+            except OSError as err:
+                raise AuthError(
+                    f"mailbox {s.name}: cannot read token file: {err.strerror}"
+                ) from err
+        raise AuthError(f"mailbox {s.name}: xoauth2 needs a token command or file")
+
+    def _login_blocking(self) -> None:
+        s = self.settings
+        assert self.client is not None
+        if s.auth != "xoauth2":
+            self.client.login(s.username, s.password)
+            return
+        try:
+            self.client.oauth2_login(s.username, self.token_blocking())
+        except LoginError:
+            # The token may have expired since it was issued: ask for a fresh one, once.
+            log.info("mailbox %s: XOAUTH2 token refused, fetching a fresh one", s.name)
+            self.client.oauth2_login(s.username, self.token_blocking())
 
     @property
     def has_idle(self) -> bool:

@@ -180,3 +180,14 @@ def test_smtp_ingress_tls_and_auth_are_checked(tmp_path: Path) -> None:
     for why in ("tls_cert and tls_key go together", "/nonexistent.key is not a readable file",
                 "require_tls needs tls_cert", "missing secret: auth_password"):  # fmt: skip
         assert why in problem
+
+
+def test_xoauth2_mailboxes_need_a_token_source_not_a_password(tmp_path: Path) -> None:
+    path = tmp_path / "rapport.toml"
+    base = "[[imap.mailboxes]]\nname = 'g'\nhost = 'imap.gmail.com'\nusername = 'sales@x.cn'\nauth = 'xoauth2'\n"
+    path.write_text(base)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    assert "xoauth2 needs oauth2_token_command or oauth2_token_file" in err.value.problems[0]
+    path.write_text(base + "oauth2_token_command = 'fetch-token sales'\n")
+    assert load_config(path, {}).imap.mailboxes[0].auth == "xoauth2"

@@ -86,6 +86,8 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Tests fail logins on purpose; no need to wait the default 2 s each time.
+auth_failure_delay = 0
 first_valid_uid = 0
 mail_location = maildir:{root}/mail/%u
 default_internal_user = {os.environ.get("USER", "root") if uid else "dovecot"}
@@ -188,7 +190,10 @@ class DovecotServer(Dovecot):
 
 @contextlib.contextmanager
 def run_dovecot(
-    root: Path, username: str = "sales@rapport.test", password: str = "s3cret"
+    root: Path,
+    username: str = "sales@rapport.test",
+    password: str = "s3cret",
+    oauth2_introspection_url: str | None = None,
 ) -> Iterator[DovecotServer]:
     """Start Dovecot with its config, state and Maildir under ``root``; stop it on exit.
 
@@ -207,7 +212,18 @@ def run_dovecot(
     passwd = root / "passwd"
     passwd.write_text(f"{username}:{{PLAIN}}{password}\n")
     server = DovecotServer(root, username, password)
-    (root / "dovecot.conf").write_text(_config(root, server.port, passwd))
+    config = _config(root, server.port, passwd)
+    if oauth2_introspection_url:
+        # XOAUTH2: Dovecot asks the test's introspection endpoint whether a token is live.
+        (root / "oauth2.conf.ext").write_text(
+            f"introspection_mode = post\nintrospection_url = {oauth2_introspection_url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+        )
+        config = config.replace(
+            "auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2"
+        )
+        config += f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {root}/oauth2.conf.ext\n}}\n"
+    (root / "dovecot.conf").write_text(config)
     server.start()
     try:
         yield server

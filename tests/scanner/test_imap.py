@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
@@ -274,3 +275,59 @@ async def test_oversize_mail_is_recorded_by_its_headers_and_first_sync_since(
         email = await session.get(Email, rows[0].email_id)
         assert email is not None and email.subject == "enquiry 1"
         assert "message over the size limit: headers only" in email.defects
+
+
+async def test_xoauth2_with_a_token_refreshed_when_refused(store: Store, tmp_path: Path) -> None:
+    import shutil
+    import stat
+    import tempfile
+
+    from aiohttp import web
+
+    from tests.conftest import missing_peer
+    from tests.peers.dovecot import available, run_dovecot
+
+    if problem := available():
+        missing_peer(problem)
+    live = {"token": "fresh-token"}
+
+    async def introspect(request: web.Request) -> web.Response:
+        token = (await request.post()).get("token")
+        return web.json_response(
+            {"active": True, "username": "sales@rapport.test"}
+            if token == live["token"]
+            else {"active": False}
+        )
+
+    app = web.Application()
+    app.router.add_post("/introspect", introspect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    # A token helper that hands out an expired token first, then a fresh one.
+    calls = tmp_path / "calls"
+    helper = tmp_path / "token.sh"
+    helper.write_text(
+        f"#!/bin/sh\necho x >> {calls}\n"
+        f"if [ $(wc -l < {calls}) -le 1 ]; then echo expired-token; else echo fresh-token; fi\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IEXEC)
+    root = Path(tempfile.mkdtemp(prefix="rapport-dovecot-"))
+    try:
+        with run_dovecot(
+            root, oauth2_introspection_url=f"http://127.0.0.1:{port}/introspect"
+        ) as server:
+            server.deliver(message(1))
+            mailbox = settings(server, password="", auth="xoauth2", token_command=str(helper))
+            async with scanning(store, mailbox) as (status, _):
+                await asyncio.wait_for(status.is_ready.wait(), WAIT_S)
+                await wait_for(lambda: _leads_at_least(store, 1), "mail read over XOAUTH2")
+            assert calls.read_text().count("x") == 2  # refused once, refreshed once
+            live["token"] = "nobody-has-this"
+            with pytest.raises(AuthError):
+                await ImapScanner(store, mailbox).run(Status())
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
