@@ -343,7 +343,9 @@ class ImapScanner:
             fetched = await self._call(imap.fetch_blocking, batch)
             new += await self._journal(folder, uidvalidity, fetched, batch[-1])
             if len(uids) > self.settings.batch:
-                status.progress(f"{folder}: {start + len(batch)}/{len(uids)}")
+                note = f"{folder}: {start + len(batch)}/{len(uids)}"
+                status.progress(note)
+                log.info("mailbox %s syncing %s", self.settings.name, note)
         if not uids and known_validity != uidvalidity:
             await self._journal(folder, uidvalidity, [], last_uid)
         return new
