@@ -6,6 +6,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -137,10 +138,13 @@ class DovecotServer(Dovecot):
         root = self.root
         console = root / "console.log"
         with console.open("ab") as out:
+            # Its own process group, so stopping it also ends the per-connection imap
+            # processes at once, as a server going away would.
             proc = subprocess.Popen(
                 [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.proc = proc
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -162,12 +166,16 @@ class DovecotServer(Dovecot):
         proc = self.proc
         if proc is None:
             return
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
         self.proc = None
 
     def append(self, raw: bytes, folder: str = "INBOX") -> None:
