@@ -125,7 +125,7 @@ async def _new_lead(
         team_id=rules.team_id,
     )
     session.add(lead)
-    await index_record(session, lead)
+    await index_record(session, lead, fresh=True)
     return lead
 
 

@@ -167,7 +167,14 @@ class MailPipeline:
                 lead_mailbox=mailbox in self.settings.lead_mailboxes,
                 bulk_policy=self.settings.bulk_policy,
             )  # fmt: skip
-            await _add_location(session, filed.email, journal)
+            # A new email has no locations yet: no need to ask before adding this one.
+            mailbox_name, folder, uidvalidity, uid = location_of(journal)
+            session.add(
+                EmailLocation(
+                    email_id=filed.email.id, mailbox=mailbox_name, folder=folder,
+                    uidvalidity=uidvalidity, uid=uid,
+                )
+            )  # fmt: skip
             journal.state, journal.email_id, journal.error = (
                 JournalState.PROCESSED,
                 filed.email.id,

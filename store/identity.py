@@ -59,9 +59,17 @@ def record_type_of(record: Base) -> str:
 
 
 async def index_record(
-    session: AsyncSession, record: Base, region: PhoneRegion = DEFAULT_REGION
+    session: AsyncSession,
+    record: Base,
+    region: PhoneRegion = DEFAULT_REGION,
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Make the record's own identity rows match its email and phone columns now."""
+    """Make the record's own identity rows match its email and phone columns now.
+
+    ``fresh``: the record was created in this transaction and has no identity
+    rows yet, so there is nothing to read back first (the mail-in hot path).
+    """
     record_type = record_type_of(record)
     await session.flush()  # a new record needs its id
     record_id: int = record.id  # type: ignore[attr-defined]
@@ -72,7 +80,7 @@ async def index_record(
         address = normalise_email(getattr(record, field, None))
         if address and address not in wanted_emails:
             wanted_emails[address] = field
-    existing = (await session.scalars(select(EmailIdentity).where(owner))).all()
+    existing = [] if fresh else (await session.scalars(select(EmailIdentity).where(owner))).all()
     by_address = {row.address: row for row in existing}
     for address, field in wanted_emails.items():
         row = by_address.get(address)
@@ -97,7 +105,9 @@ async def index_record(
         key = normalise_phone(getattr(record, field, None), region)
         if key and key.match_key not in wanted_phones:
             wanted_phones[key.match_key] = (field, key.e164, key.raw)
-    phones = (await session.scalars(select(PhoneIdentity).where(phone_owner))).all()
+    phones = (
+        [] if fresh else (await session.scalars(select(PhoneIdentity).where(phone_owner))).all()
+    )
     by_key = {row.match_key: row for row in phones}
     for match_key, (field, e164, raw) in wanted_phones.items():
         phone_row = by_key.get(match_key)
