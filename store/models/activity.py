@@ -62,7 +62,10 @@ class Activity(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     )
 
     links: Mapped[list[ActivityLink]] = relationship(
-        back_populates="activity", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="activity",
+        cascade="all, delete-orphan",
+        lazy="raise_on_sql",
+        passive_deletes=True,
     )
 
 

@@ -82,7 +82,11 @@ class EmailThread(IdMixin, Base):
 
 
 class Email(IdMixin, TimestampMixin, Base):
-    """One email, however many folders or mailboxes it was seen in."""
+    """One email, however many folders or mailboxes it was seen in.
+
+    Its locations and attachments are loaded only when asked for (selectinload):
+    the mail-in hot path reads emails often and needs neither.
+    """
 
     __tablename__ = "emails"
 
@@ -116,10 +120,16 @@ class Email(IdMixin, TimestampMixin, Base):
     bounced_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     locations: Mapped[list[EmailLocation]] = relationship(
-        back_populates="email", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="email",
+        cascade="all, delete-orphan",
+        lazy="raise_on_sql",
+        passive_deletes=True,
     )
     attachments: Mapped[list[Attachment]] = relationship(
-        back_populates="email", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="email",
+        cascade="all, delete-orphan",
+        lazy="raise_on_sql",
+        passive_deletes=True,
     )
 
 
