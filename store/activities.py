@@ -91,7 +91,11 @@ async def timeline(
     before: tuple[dt.datetime, int] | None = None,
     limit: int = 50,
 ) -> list[Activity]:
-    """A record's activities, newest first; ``before`` = the last (occurred_at, id) seen."""
+    """A record's live activities, newest first.
+
+    Keyset pagination: ``before`` is the (occurred_at, id) of the last activity
+    of the previous page, so pages stay right while new activities arrive.
+    """
     query = (
         select(Activity)
         .join(ActivityLink, ActivityLink.activity_id == Activity.id)
@@ -101,7 +105,7 @@ async def timeline(
             Activity.deleted_at.is_(None),
         )
     )
-    if kinds:
+    if kinds is not None:  # an empty selection shows nothing, not everything
         query = query.where(Activity.kind.in_([ActivityKind(k) for k in kinds]))
     if before is not None:
         at, activity_id = before

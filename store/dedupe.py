@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.activities import copy_links
@@ -14,10 +14,9 @@ from store.audit import record_action
 from store.base import utcnow
 from store.errors import NotFound, ValidationError
 from store.identity import index_record
-from store.leads import copy_tags, move_identities
-from store.models.crm import AccountContact, Contact, Lead, Opportunity
+from store.models.crm import AccountContact, Contact, Lead, LeadStatus, Opportunity
 from store.models.identity import EmailIdentity, PhoneIdentity
-from store.models.meta import Tagging
+from store.records import acting_as, copy_tags, move_identities
 
 PERSON_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": Contact}
 # Fields a merge fills on the kept record from the merged ones when the kept one has none.
@@ -89,12 +88,18 @@ async def find_duplicate_groups(session: AsyncSession, record_type: str) -> list
             x = parent[x]
         return x
 
+    person = PERSON_TYPES[record_type]
     for model, key in (
         (EmailIdentity, EmailIdentity.address),
         (PhoneIdentity, PhoneIdentity.match_key),
     ):
+        # Records in the recycle bin are left out before joining groups: one must
+        # not tie together two live records that share nothing with each other.
         rows = await session.execute(
-            select(key, model.record_id).where(model.record_type == record_type).order_by(key)
+            select(key, model.record_id)
+            .join(person, person.id == model.record_id)
+            .where(model.record_type == record_type, person.deleted_at.is_(None))
+            .order_by(key, model.record_id)
         )
         first_of: dict[str, int] = {}
         for value, rid in rows:
@@ -102,11 +107,24 @@ async def find_duplicate_groups(session: AsyncSession, record_type: str) -> list
                 parent[find(rid)] = find(first_of[value])
             else:
                 first_of[value] = rid
-    live = await _live_ids(session, record_type, set(parent))
     groups: dict[int, list[int]] = {}
-    for rid in sorted(live):
+    for rid in sorted(parent):
         groups.setdefault(find(rid), []).append(rid)
     return [ids for ids in groups.values() if len(ids) > 1]
+
+
+async def _live(
+    session: AsyncSession, model: type[Lead] | type[Contact], record_type: str, record_id: int
+) -> Lead | Contact:
+    record: Lead | Contact | None = await session.get(
+        model, record_id, with_for_update=True, populate_existing=True
+    )
+    if record is None or record.deleted_at is not None:
+        raise NotFound(f"{record_type} {record_id} does not exist")
+    if isinstance(record, Lead) and record.status == LeadStatus.CONVERTED:
+        # Its history and identities went to a contact: merge that contact instead.
+        raise ValidationError({"merge_ids": f"lead {record_id} was converted; merge its contact"})
+    return record
 
 
 async def merge_records(
@@ -118,49 +136,43 @@ async def merge_records(
     user_id: int | None,
     now: dt.datetime | None = None,
 ) -> Lead | Contact:
-    """Merge records into ``keep_id``: fields, history, identities, tags; the rest go to the bin."""
+    """Merge records into ``keep_id``: fields, history, identities, tags; the rest go to the bin.
+
+    The kept record's empty fields are filled from the merged ones, in the order given.
+    """
     model = PERSON_TYPES.get(record_type)
     if model is None:
         raise ValidationError({"record_type": "only leads and contacts are merged"})
     if keep_id in merge_ids or not merge_ids:
         raise ValidationError({"merge_ids": "name other records than the one kept"})
-    keep: Lead | Contact | None = await session.get(model, keep_id)
-    if keep is None or keep.deleted_at is not None:
-        raise NotFound(f"{record_type} {keep_id} does not exist")
-    others: list[Lead | Contact] = []
-    for other_id in dict.fromkeys(merge_ids):
-        other: Lead | Contact | None = await session.get(model, other_id)
-        if other is None or other.deleted_at is not None:
-            raise NotFound(f"{record_type} {other_id} does not exist")
-        others.append(other)
+    keep = await _live(session, model, record_type, keep_id)
+    others = [await _live(session, model, record_type, i) for i in dict.fromkeys(merge_ids)]
 
     now = now or utcnow()
     target = (record_type, keep_id)
-    for other in others:
-        for name in MERGE_FIELDS[record_type]:
-            if getattr(keep, name) in (None, "") and getattr(other, name) not in (None, ""):
-                setattr(keep, name, getattr(other, name))
-        source = (record_type, other.id)
-        await copy_links(session, source, [target], move=True)
-        await move_identities(session, source, target)
-        await copy_tags(session, source, target)
-        await session.execute(
-            delete(Tagging).where(Tagging.record_type == record_type, Tagging.record_id == other.id)
-        )
-        if record_type == "contact":
-            await _merge_contact_links(session, other.id, keep_id)
-        other.deleted_at = now
-        other.deleted_by_id = user_id
-        await session.flush()
-        await record_action(
-            session, record_type, other.id, "merge", f"merged into {record_type} {keep_id}"
-        )
-    await index_record(session, keep)
+    with acting_as(session, user_id):
+        for other in others:
+            for name in MERGE_FIELDS[record_type]:
+                if getattr(keep, name) in (None, "") and getattr(other, name) not in (None, ""):
+                    setattr(keep, name, getattr(other, name))
+            source = (record_type, other.id)
+            await copy_links(session, source, [target], move=True)
+            await move_identities(session, source, target)
+            await copy_tags(session, source, target, move=True)
+            if record_type == "contact":
+                await _merge_contact_links(session, other.id, keep_id)
+            other.deleted_at = now
+            other.deleted_by_id = user_id
+            await session.flush()
+            await record_action(
+                session, record_type, other.id, "merge", f"merged into {record_type} {keep_id}"
+            )
+        await index_record(session, keep)
     return keep
 
 
 async def _merge_contact_links(session: AsyncSession, old_id: int, new_id: int) -> None:
-    """A merged contact's accounts and deals now belong to the contact kept."""
+    """A merged contact's accounts, deals and the lead it came from now go to the contact kept."""
     kept_accounts = set(
         await session.scalars(
             select(AccountContact.account_id).where(AccountContact.contact_id == new_id)
@@ -169,9 +181,7 @@ async def _merge_contact_links(session: AsyncSession, old_id: int, new_id: int) 
     for row in (
         await session.scalars(select(AccountContact).where(AccountContact.contact_id == old_id))
     ).all():
-        if row.account_id in kept_accounts:
-            await session.delete(row)
-        else:
+        if row.account_id not in kept_accounts:
             session.add(
                 AccountContact(
                     account_id=row.account_id,
@@ -180,7 +190,14 @@ async def _merge_contact_links(session: AsyncSession, old_id: int, new_id: int) 
                     is_primary=row.is_primary,
                 )
             )
-            await session.delete(row)
-    await session.execute(
-        update(Opportunity).where(Opportunity.contact_id == old_id).values(contact_id=new_id)
-    )
+        await session.delete(row)
+    for table, column in (
+        (Opportunity, Opportunity.contact_id),
+        (Lead, Lead.converted_contact_id),
+    ):
+        await session.execute(
+            update(table)
+            .where(column == old_id)
+            .values({column: new_id})
+            .execution_options(synchronize_session="fetch")
+        )

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +13,7 @@ from store.activities import copy_links
 from store.audit import record_action
 from store.base import utcnow
 from store.errors import NotFound, ValidationError
-from store.identity import ALIAS_FIELD, index_record
+from store.identity import index_record
 from store.models.crm import (
     Account,
     AccountContact,
@@ -23,11 +21,9 @@ from store.models.crm import (
     Lead,
     LeadStatus,
     Opportunity,
-    PipelineStage,
-    StageHistory,
 )
-from store.models.identity import EmailIdentity, PhoneIdentity
-from store.models.meta import Tagging
+from store.pipeline import active_stage, enter_stage, first_open_stage, missing_fields
+from store.records import acting_as, copy_tags, move_identities
 
 
 @dataclass(frozen=True)
@@ -37,78 +33,46 @@ class ConversionResult:
     opportunity: Opportunity | None
 
 
-async def first_open_stage(session: AsyncSession, pipeline: str = "default") -> PipelineStage:
-    stage = await session.scalar(
-        select(PipelineStage)
-        .where(
-            PipelineStage.pipeline == pipeline,
-            PipelineStage.is_active.is_(True),
-            PipelineStage.is_won.is_(False),
-            PipelineStage.is_lost.is_(False),
-        )
-        .order_by(PipelineStage.position, PipelineStage.id)
+async def _convertible_lead(session: AsyncSession, lead_id: int) -> Lead:
+    # Locked (FOR UPDATE on PostgreSQL), so two people converting one lead at once
+    # cannot both pass the check below and make two contacts.
+    lead = await session.get(Lead, lead_id, with_for_update=True, populate_existing=True)
+    if lead is None:
+        raise NotFound(f"lead {lead_id} does not exist")
+    if lead.deleted_at is not None:
+        raise ValidationError({"lead": "is in the recycle bin; restore it first"})
+    if lead.status == LeadStatus.CONVERTED:
+        when = f" on {lead.converted_at:%Y-%m-%d}" if lead.converted_at else ""
+        raise ValidationError({"lead": f"was converted already{when}"})
+    return lead
+
+
+async def _account_for(session: AsyncSession, lead: Lead, account_id: int | None) -> Account:
+    if account_id is not None:
+        account = await session.get(Account, account_id)
+        if account is None or account.deleted_at is not None:
+            raise ValidationError({"account_id": f"account {account_id} does not exist"})
+        return account
+    account = Account(
+        # A lead without a company is a private customer: the account is the person.
+        name=lead.company or lead.display_name or "?",
+        website=lead.website,
+        email=lead.email,
+        phone=lead.phone,
+        owner_id=lead.owner_id,
+        team_id=lead.team_id,
+    )
+    session.add(account)
+    return account
+
+
+async def _is_first_contact(session: AsyncSession, account_id: int) -> bool:
+    primary = await session.scalar(
+        select(AccountContact.contact_id)
+        .where(AccountContact.account_id == account_id, AccountContact.is_primary.is_(True))
         .limit(1)
     )
-    if stage is None:
-        raise ValidationError({"stage_id": f"pipeline {pipeline!r} has no open stage"})
-    return stage
-
-
-async def move_identities(
-    session: AsyncSession, source: tuple[str, int], target: tuple[str, int]
-) -> None:
-    """Hand every email and phone identity of ``source`` to ``target`` (as aliases)."""
-    models: tuple[tuple[type[EmailIdentity] | type[PhoneIdentity], str], ...] = (
-        (EmailIdentity, "address"),
-        (PhoneIdentity, "match_key"),
-    )
-    for model, key in models:
-        rows: Sequence[Any] = (
-            await session.scalars(
-                select(model).where(model.record_type == source[0], model.record_id == source[1])
-            )
-        ).all()
-        owned = set(
-            (
-                await session.scalars(
-                    select(getattr(model, key)).where(
-                        model.record_type == target[0], model.record_id == target[1]
-                    )
-                )
-            ).all()
-        )
-        for row in rows:
-            if getattr(row, key) in owned:
-                await session.delete(row)
-            else:
-                row.record_type, row.record_id, row.field = target[0], target[1], ALIAS_FIELD
-                owned.add(getattr(row, key))
-    await session.flush()
-
-
-async def copy_tags(
-    session: AsyncSession, source: tuple[str, int], target: tuple[str, int]
-) -> None:
-    tag_ids = (
-        await session.scalars(
-            select(Tagging.tag_id).where(
-                Tagging.record_type == source[0], Tagging.record_id == source[1]
-            )
-        )
-    ).all()
-    have = set(
-        (
-            await session.scalars(
-                select(Tagging.tag_id).where(
-                    Tagging.record_type == target[0], Tagging.record_id == target[1]
-                )
-            )
-        ).all()
-    )
-    for tag_id in tag_ids:
-        if tag_id not in have:
-            session.add(Tagging(tag_id=tag_id, record_type=target[0], record_id=target[1]))
-    await session.flush()
+    return primary is None
 
 
 async def convert_lead(
@@ -124,100 +88,89 @@ async def convert_lead(
     expected_close: dt.date | None = None,
     now: dt.datetime | None = None,
 ) -> ConversionResult:
-    """Convert a lead; its activities, identities and tags follow it to the new records."""
+    """Convert a lead; its activities, identities and tags follow it to the new records.
+
+    ``account_id`` attaches the contact to an existing account instead of making
+    one.  The lead stays, marked converted, and keeps showing its history.
+    """
     now = now or utcnow()
-    lead = await session.get(Lead, lead_id)
-    if lead is None:
-        raise NotFound(f"lead {lead_id} does not exist")
-    if lead.deleted_at is not None:
-        raise ValidationError({"lead": "is in the recycle bin; restore it first"})
-    if lead.status == LeadStatus.CONVERTED:
-        raise ValidationError({"lead": f"was converted already on {lead.converted_at:%Y-%m-%d}"})
-
-    if account_id is not None:
-        account = await session.get(Account, account_id)
-        if account is None or account.deleted_at is not None:
-            raise ValidationError({"account_id": f"account {account_id} does not exist"})
-    else:
-        account = Account(
-            name=lead.company or lead.display_name or "?",
-            website=lead.website,
-            phone=lead.phone if lead.company else None,
-            owner_id=lead.owner_id,
-            team_id=lead.team_id,
-        )
-        session.add(account)
-    contact = Contact(
-        first_name=lead.first_name,
-        last_name=lead.last_name,
-        title=lead.title,
-        email=lead.email,
-        phone=lead.phone,
-        mobile=lead.mobile,
-        source=lead.source,
-        description=lead.description,
-        owner_id=lead.owner_id,
-        team_id=lead.team_id,
-    )
-    session.add(contact)
-    await session.flush()
-    session.add(AccountContact(account_id=account.id, contact_id=contact.id, is_primary=True))
-
-    opportunity = None
+    lead = await _convertible_lead(session, lead_id)
+    # Everything is checked before anything is written: a refusal leaves no trace.
+    stage = None
     if create_opportunity:
-        stage = (
-            await session.get(PipelineStage, stage_id)
-            if stage_id
-            else await first_open_stage(session)
+        stage = await (
+            first_open_stage(session) if stage_id is None else active_stage(session, stage_id)
         )
-        if stage is None:
-            raise ValidationError({"stage_id": f"stage {stage_id} does not exist"})
-        opportunity = Opportunity(
-            name=opportunity_name or f"{account.name}",
-            account_id=account.id,
-            contact_id=contact.id,
-            lead_id=lead.id,
-            campaign_id=lead.campaign_id,
-            amount=amount,
-            stage_id=stage.id,
-            probability=stage.probability,
-            expected_close=expected_close,
+        # The deal will have its account and contact; what else the stage wants must be given.
+        will_have = {"amount": amount, "expected_close": expected_close, "currency": "CNY"}
+        will_have |= {"account_id": "new", "contact_id": "new"}
+        errors = missing_fields(stage, will_have)
+        if errors:
+            raise ValidationError(errors)
+
+    with acting_as(session, user_id):
+        account = await _account_for(session, lead, account_id)
+        contact = Contact(
+            first_name=lead.first_name,
+            last_name=lead.last_name,
+            title=lead.title,
+            email=lead.email,
+            phone=lead.phone,
+            mobile=lead.mobile,
             source=lead.source,
+            description=lead.description,
             owner_id=lead.owner_id,
             team_id=lead.team_id,
         )
-        session.add(opportunity)
+        session.add(contact)
         await session.flush()
+        primary = account_id is None or await _is_first_contact(session, account.id)
         session.add(
-            StageHistory(
-                opportunity_id=opportunity.id,
-                stage_id=stage.id,
-                entered_at=now,
-                entered_by_id=user_id,
-                amount=amount,
-                probability=stage.probability,
-            )
+            AccountContact(account_id=account.id, contact_id=contact.id, is_primary=primary)
         )
 
-    targets = [("contact", contact.id), ("account", account.id)]
-    if opportunity is not None:
-        targets.append(("opportunity", opportunity.id))
-    await copy_links(session, ("lead", lead.id), targets)
-    await move_identities(session, ("lead", lead.id), ("contact", contact.id))
-    await index_record(session, contact)
-    if account_id is None:
-        await index_record(session, account)
-    await copy_tags(session, ("lead", lead.id), ("contact", contact.id))
+        opportunity = None
+        if stage is not None:
+            opportunity = Opportunity(
+                name=opportunity_name or account.name,
+                account_id=account.id,
+                contact_id=contact.id,
+                lead_id=lead.id,
+                campaign_id=lead.campaign_id,
+                amount=amount,
+                stage_id=stage.id,
+                probability=stage.probability,
+                expected_close=expected_close,
+                source=lead.source,
+                owner_id=lead.owner_id,
+                team_id=lead.team_id,
+            )
+            session.add(opportunity)
+            await session.flush()
+            enter_stage(session, opportunity, stage, user_id=user_id, now=now)
 
-    lead.status = LeadStatus.CONVERTED
-    lead.converted_at = now
-    lead.converted_by_id = user_id
-    lead.converted_account_id = account.id
-    lead.converted_contact_id = contact.id
-    lead.converted_opportunity_id = opportunity.id if opportunity else None
-    await session.flush()
-    detail = f"account {account.id}, contact {contact.id}" + (
-        f", opportunity {opportunity.id}" if opportunity else ""
-    )
-    await record_action(session, "lead", lead.id, "convert", detail)
+        lead_ref = ("lead", lead.id)
+        targets = [("contact", contact.id), ("account", account.id)]
+        if opportunity is not None:
+            targets.append(("opportunity", opportunity.id))
+        await copy_links(session, lead_ref, targets)
+        # The person's addresses and numbers (and aliases learnt from mail) go to the
+        # contact; a new account is indexed on its own columns only.
+        await move_identities(session, lead_ref, ("contact", contact.id))
+        await index_record(session, contact)
+        if account_id is None:
+            await index_record(session, account)
+        await copy_tags(session, lead_ref, ("contact", contact.id))
+
+        lead.status = LeadStatus.CONVERTED
+        lead.converted_at = now
+        lead.converted_by_id = user_id
+        lead.converted_account_id = account.id
+        lead.converted_contact_id = contact.id
+        lead.converted_opportunity_id = opportunity.id if opportunity else None
+        await session.flush()
+        detail = f"account {account.id}, contact {contact.id}" + (
+            f", opportunity {opportunity.id}" if opportunity else ""
+        )
+        await record_action(session, "lead", lead.id, "convert", detail)
     return ConversionResult(account, contact, opportunity)
