@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from scanner.imap import ImapScanner, MailboxSettings  # noqa: E402
 from scanner.pipeline import MailPipeline, PipelineSettings  # noqa: E402
 from scanner.processor import MailProcessor  # noqa: E402
+from scanner.reading import default_workers  # noqa: E402
 from scanner.smtp import SmtpIngress, SmtpIngressSettings  # noqa: E402
 from store.db import Store, open_store  # noqa: E402
 from store.migrate import upgrade_to_head  # noqa: E402
@@ -108,7 +109,10 @@ def mailbox(server: DovecotServer) -> MailboxSettings:
 async def full_ingest(url: str, blobs: Path, server: DovecotServer, total: int) -> float:
     await upgrade_to_head(url)
     async with open_store(url, blobs) as store:
-        pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset({"sales"})))
+        pipeline = MailPipeline(
+            store,
+            PipelineSettings(lead_mailboxes=frozenset({"sales"}), parse_workers=default_workers()),
+        )
         began = time.perf_counter()
         scanner = asyncio.create_task(ImapScanner(store, mailbox(server)).run(Status()))
         processor = asyncio.create_task(MailProcessor(pipeline).run(Status()))
@@ -153,7 +157,10 @@ async def latencies(
     }
     async with open_store(url, blobs) as store:
         pipeline = MailPipeline(
-            store, PipelineSettings(lead_mailboxes=frozenset({"sales", "smtp"}))
+            store,
+            PipelineSettings(
+                lead_mailboxes=frozenset({"sales", "smtp"}), parse_workers=default_workers()
+            ),
         )
         tasks = [asyncio.create_task(MailProcessor(pipeline).run(Status()))]
         status = Status()

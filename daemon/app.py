@@ -21,6 +21,7 @@ from daemon.supervisor import STAGE_LISTENERS, Supervisor
 from scanner.imap import ImapScanner, MailboxSettings
 from scanner.pipeline import MailPipeline, PipelineSettings
 from scanner.processor import MailProcessor
+from scanner.reading import default_workers
 from scanner.smtp import SmtpIngress, SmtpIngressSettings
 from store.db import Store, open_store
 from store.migrate import upgrade_to_head
@@ -59,7 +60,12 @@ def pipeline_settings(config: Config) -> PipelineSettings:
     lead_mailboxes = {"import"} | {m.name for m in config.imap.mailboxes if m.lead_mailbox}
     if config.mail.smtp_creates_leads:
         lead_mailboxes.add("smtp")
-    return PipelineSettings(lead_mailboxes=frozenset(lead_mailboxes), bulk_policy=config.mail.bulk)
+    workers = config.mail.parse_workers
+    return PipelineSettings(
+        lead_mailboxes=frozenset(lead_mailboxes),
+        bulk_policy=config.mail.bulk,
+        parse_workers=default_workers() if workers == "auto" else workers,
+    )
 
 
 def build_services(config: Config, store: Store, supervisor: Supervisor, metrics: Metrics) -> None:

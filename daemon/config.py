@@ -215,6 +215,9 @@ class MailConfig(_Section):
     bulk: Literal["history", "lead", "skip"] = "history"
     # Whether unknown senders of mail delivered over SMTP/LMTP become leads.
     smtp_creates_leads: bool = True
+    # Processes that parse inbound mail: "auto" (one per core) or a number; 0 parses
+    # in a thread of the daemon's own process.
+    parse_workers: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
 
 
 class LogConfig(_Section):

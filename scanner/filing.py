@@ -1,20 +1,35 @@
-"""Filing one parsed mail inside the pipeline's transaction: thread, match, rules, lead, write."""
+"""Filing read mail inside the pipeline's transaction: thread, match, rules, lead, write.
+
+Mail is filed a batch at a time, set-wise.  What the store knows about the
+batch (its addresses' owners, the conversations it continues, the mail seen
+before) is read in a handful of queries; each mail is then decided in memory,
+in journal order, so a later mail of the batch finds the lead, thread or email
+an earlier one made; and the rows go out in a few multi-row statements.  A
+batch of one is the same code and makes the same decisions.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 
 from scanner.classify import Classification
 from scanner.parse import ParsedMail
 from scanner.people import company_from_domain, is_no_reply, split_name
-from scanner.rules import RuleOutcome, apply_rules
-from store.activities import log_activity
-from store.base import utcnow
-from store.identity import index_record, normalise_email
+from scanner.reading import Reading
+from scanner.rules import RuleBook, RuleOutcome, apply_rules, load_rules
+from store.activities import new_activity
+from store.base import Base, utcnow
+from store.blobs import record_blobs
+from store.bulk import assign_ids
+from store.identity import new_identities, normalise_email
 from store.models import (
     Account,
     AccountContact,
@@ -27,10 +42,12 @@ from store.models import (
     Email,
     EmailIdentity,
     EmailKind,
+    EmailLocation,
     EmailParticipant,
     EmailThread,
     ImapAction,
     InboundJournal,
+    JournalState,
     Lead,
 )
 from store.tags import tag_record
@@ -41,79 +58,207 @@ _LIVE_MODELS: dict[str, type[Lead] | type[Contact] | type[Account]] = {
     "contact": Contact,
     "account": Account,
 }
+IN_CHUNK = 500  # values per IN (...) list: well inside every engine's parameter limit
+
+# A record a mail is filed under; a lead this batch creates has no id until it is written.
+Ref = tuple[str, "int | Lead"]
+Thread = int | EmailThread
+T = TypeVar("T")
+
+
+@dataclass
+class Incoming:
+    """One journalled mail to file, with the pipeline's reading of it."""
+
+    journal: InboundJournal
+    reading: Reading
+    lead_mailbox: bool
 
 
 @dataclass
 class Filed:
+    journal_id: int
+    mailbox: str
     email: Email
+    duplicate: bool = False
     lead_ids: list[int] = field(default_factory=list)
     records: list[tuple[str, int]] = field(default_factory=list)
     rules: RuleOutcome | None = None
 
 
-async def _owners(session: AsyncSession, addresses: list[str]) -> dict[str, list[tuple[str, int]]]:
+@dataclass
+class _Plan:
+    """What filing decided for one mail, before the rows are written."""
+
+    incoming: Incoming
+    email: Email
+    duplicate: bool = False
+    thread: Thread | None = None
+    lead: Lead | None = None
+    records: list[Ref] = field(default_factory=list)
+    rules: RuleOutcome | None = None
+
+
+def location_of(journal: InboundJournal) -> tuple[str, str, int, int]:
+    loc = journal.location or {}
+    if loc:
+        return (
+            str(loc.get("mailbox", "")),
+            str(loc.get("folder", "")),
+            int(loc.get("uidvalidity", 0)),
+            int(loc.get("uid", 0)),
+        )
+    # Without a recorded location (SMTP, imports) the journal id keeps locations unique.
+    source, _, _rest = journal.source_key.partition(":")
+    return source, "", 0, journal.id
+
+
+def _chunks(values: Iterable[T]) -> Iterator[list[T]]:
+    items = list(dict.fromkeys(values))
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+def _thread_ids(mail: ParsedMail) -> list[str]:
+    """The Message-IDs a mail answers, the most telling first."""
+    return list(dict.fromkeys(mail.in_reply_to + list(reversed(mail.references))))
+
+
+def _id(record: int | Lead | EmailThread) -> int:
+    return record if isinstance(record, int) else record.id
+
+
+class _Known:
+    """What the store knows about a batch, kept up to date as each mail is decided."""
+
+    def __init__(self, book: RuleBook) -> None:
+        self.book = book
+        self.owners: dict[str, list[Ref]] = {}
+        self.accounts: dict[int, list[int]] = {}
+        self.by_sha: dict[str, Email] = {}
+        self.by_message_id: dict[str, list[Email]] = {}
+        self.thread_of: dict[Email, Thread | None] = {}
+        self.filed_under: dict[Email, list[Ref]] = {}
+        self.new_threads: list[EmailThread] = []
+        self.new_leads: list[Lead] = []
+        self.touched_threads: set[int] = set()
+
+    def remember(self, email: Email, thread: Thread | None, records: list[Ref]) -> None:
+        if email.raw_sha256:
+            self.by_sha.setdefault(email.raw_sha256, email)
+        if email.message_id:
+            self.by_message_id.setdefault(email.message_id, []).append(email)
+        self.thread_of[email] = thread
+        self.filed_under[email] = records
+
+
+async def _load(session: AsyncSession, batch: Sequence[Incoming]) -> _Known:
+    known = _Known(await load_rules(session))
+    mails = [item.reading.mail for item in batch]
+    columns = load_only(Email.id, Email.raw_sha256, Email.message_id, Email.from_address,
+                        Email.subject, Email.thread_id)  # fmt: skip
+    stored: dict[int, Email] = {}
+    for digests in _chunks(item.journal.blob_sha256 for item in batch):
+        for email in await session.scalars(
+            select(Email).options(columns).where(Email.raw_sha256.in_(digests))
+        ):
+            stored[email.id] = email
+    message_ids = [m.message_id for m in mails if m.message_id]
+    message_ids += [mid for m in mails for mid in _thread_ids(m)]
+    for chunk in _chunks(message_ids):
+        for email in await session.scalars(
+            select(Email).options(columns).where(Email.message_id.in_(chunk))
+        ):
+            stored[email.id] = email
+    for email in sorted(stored.values(), key=lambda e: e.id):
+        known.remember(email, email.thread_id, [])
+    for email_ids in _chunks(stored):
+        rows = await session.execute(
+            select(Activity.email_id, ActivityLink.record_type, ActivityLink.record_id)
+            .join(Activity, Activity.id == ActivityLink.activity_id)
+            .where(Activity.email_id.in_(email_ids))
+        )
+        for email_id, record_type, record_id in rows:
+            if email_id is None:
+                continue
+            records = known.filed_under[stored[email_id]]
+            if (record_type, record_id) not in records:
+                records.append((record_type, record_id))
+
+    addresses = {normalise_email(a) for m in mails for _, a in m.addresses()}
+    known.owners = await _owners(session, [a for a in addresses if a])
+    contacts = [
+        rid for refs in known.owners.values() for rt, rid in refs if rt == "contact"
+        if isinstance(rid, int)
+    ]  # fmt: skip
+    for contact_ids in _chunks(contacts):
+        for contact_id, account_id in await session.execute(
+            select(AccountContact.contact_id, AccountContact.account_id).where(
+                AccountContact.contact_id.in_(contact_ids)
+            )
+        ):
+            known.accounts.setdefault(contact_id, []).append(account_id)
+    return known
+
+
+async def _owners(session: AsyncSession, addresses: list[str]) -> dict[str, list[Ref]]:
     """address -> [(record_type, id)] for live leads, contacts, accounts and users."""
-    if not addresses:
-        return {}
-    rows = (
-        await session.execute(
-            select(EmailIdentity.address, EmailIdentity.record_type, EmailIdentity.record_id).where(
-                EmailIdentity.address.in_(addresses)
+    rows: list[tuple[str, str, int]] = []
+    for chunk in _chunks(addresses):
+        rows.extend(
+            (address, record_type, record_id)
+            for address, record_type, record_id in await session.execute(
+                select(
+                    EmailIdentity.address, EmailIdentity.record_type, EmailIdentity.record_id
+                ).where(EmailIdentity.address.in_(chunk))
             )
         )
-    ).all()
     binned: set[tuple[str, int]] = set()
     for record_type, model in _LIVE_MODELS.items():
-        ids = [rid for _, rt, rid in rows if rt == record_type]
-        if ids:
+        for record_ids in _chunks(rid for _, rt, rid in rows if rt == record_type):
             gone = await session.scalars(
-                select(model.id).where(model.id.in_(ids), model.deleted_at.is_not(None))
+                select(model.id).where(model.id.in_(record_ids), model.deleted_at.is_not(None))
             )
             binned.update((record_type, rid) for rid in gone)
-    found: dict[str, list[tuple[str, int]]] = {}
+    found: dict[str, list[Ref]] = {}
     for address, record_type, record_id in rows:
         if (record_type, record_id) not in binned:
             found.setdefault(address, []).append((record_type, record_id))
     return found
 
 
-async def _thread(
-    session: AsyncSession, mail: ParsedMail, now: dt.datetime
-) -> tuple[EmailThread, list[int]]:
-    """The conversation this mail belongs to, and the earlier emails of it that we know."""
-    ids = list(dict.fromkeys(mail.in_reply_to + list(reversed(mail.references))))
-    if ids:
-        earlier = (
-            await session.scalars(
-                select(Email).where(Email.message_id.in_(ids), Email.thread_id.is_not(None))
-            )
-        ).all()
-        if earlier:
-            thread = await session.get(EmailThread, earlier[0].thread_id)
-            if thread is not None:
-                thread.last_at = now
-                return thread, [e.id for e in earlier]
-    thread = EmailThread(subject=mail.subject[:998], started_at=now, last_at=now)
-    session.add(thread)
-    await session.flush()
-    return thread, []
+def _duplicate_of(known: _Known, digest: str, mail: ParsedMail) -> Email | None:
+    """The same mail seen before: same bytes, or same Message-ID from the same sender."""
+    email = known.by_sha.get(digest)
+    if email is not None or not mail.message_id:
+        return email
+    sender = (mail.from_addr or "").lower()
+    for candidate in known.by_message_id.get(mail.message_id, []):
+        if (candidate.from_address or "").lower() == sender and candidate.subject == mail.subject:
+            return candidate
+    return None
 
 
-async def _thread_records(session: AsyncSession, email_ids: list[int]) -> list[tuple[str, int]]:
-    """The records the earlier mails of a conversation were filed under."""
-    if not email_ids:
-        return []
-    rows = await session.execute(
-        select(ActivityLink.record_type, ActivityLink.record_id)
-        .join(Activity, Activity.id == ActivityLink.activity_id)
-        .where(Activity.email_id.in_(email_ids))
-    )
-    return list(dict.fromkeys((rt, rid) for rt, rid in rows))
+def _conversation(known: _Known, mail: ParsedMail, now: dt.datetime) -> tuple[Thread, list[Email]]:
+    """The thread this mail belongs to, and the earlier emails of it that we know."""
+    earlier = [
+        email
+        for message_id in _thread_ids(mail)
+        for email in known.by_message_id.get(message_id, [])
+        if known.thread_of.get(email) is not None
+    ]
+    if earlier:
+        thread = known.thread_of[earlier[0]]
+        assert thread is not None
+        if isinstance(thread, int):
+            known.touched_threads.add(thread)
+        return thread, list(dict.fromkeys(earlier))
+    new = EmailThread(subject=mail.subject[:998], started_at=now, last_at=now)
+    known.new_threads.append(new)
+    return new, []
 
 
-async def _new_lead(
-    session: AsyncSession, name: str | None, address: str, rules: RuleOutcome
-) -> Lead:
+def _new_lead(known: _Known, name: str | None, address: str, rules: RuleOutcome) -> Lead:
     first, last = split_name(name, address)
     lead = Lead(
         first_name=first,
@@ -124,9 +269,146 @@ async def _new_lead(
         owner_id=rules.owner_id,
         team_id=rules.team_id,
     )
-    session.add(lead)
-    await index_record(session, lead, fresh=True)
+    known.new_leads.append(lead)
+    known.owners.setdefault(address, []).append(("lead", lead))
+    if rules.owner_id is not None:
+        known.book.assigned[rules.owner_id] += 1
     return lead
+
+
+async def _decide(
+    session: AsyncSession, known: _Known, item: Incoming, bulk_policy: str, now: dt.datetime
+) -> _Plan:
+    journal, mail, verdict = item.journal, item.reading.mail, item.reading.verdict
+    existing = _duplicate_of(known, journal.blob_sha256, mail)
+    if existing is not None:
+        return _Plan(item, existing, duplicate=True)
+
+    normalised = {a: normalise_email(a) for _, a in mail.addresses()}
+    owners = known.owners
+    staff = {
+        n for n in normalised.values() if n and any(rt == "user" for rt, _ in owners.get(n, []))
+    }
+    sender = normalised.get(mail.from_addr or "") if mail.from_addr else None
+    external = {n for n in normalised.values() if n and n not in staff}
+    if sender in staff:
+        direction = Direction.INTERNAL if not external else Direction.OUTBOUND
+    else:
+        direction = Direction.INBOUND
+
+    thread, earlier = _conversation(known, mail, now)
+    mailbox = location_of(journal)[0]
+    rules = await apply_rules(session, mail, mailbox, known.book)
+
+    # The person the mail is from: a web form's notification comes from a no-reply
+    # address on behalf of the person in Reply-To.
+    person_name, person = mail.from_name, sender
+    if mail.reply_to and (is_no_reply(mail.from_addr) or sender is None):
+        person_name, person = mail.reply_to[0][0] or None, normalise_email(mail.reply_to[0][1])
+
+    records: list[Ref] = []
+    for address in [person, *sorted(external)]:
+        for record in owners.get(address or "", []):
+            if record[0] in PERSON_TYPES and record not in records:
+                records.append(record)
+    for record_type, record_id in list(records):
+        if record_type == "contact" and isinstance(record_id, int):
+            accounts = known.accounts.get(record_id, [])
+            records.extend(("account", a) for a in accounts if ("account", a) not in records)
+    for email in earlier:
+        records.extend(r for r in known.filed_under.get(email, []) if r not in records)
+    records.extend(r for r in rules.links if r not in records)
+
+    wants_lead = (
+        direction == Direction.INBOUND
+        and person is not None
+        and person not in staff
+        and not earlier
+        and not any(rt in ("lead", "contact") for rt, _ in owners.get(person, []))
+        and (verdict.kind == "normal" or (verdict.kind == "bulk" and bulk_policy == "lead"))
+        and item.lead_mailbox
+    )
+    if rules.create_lead is not None:
+        wants_lead = rules.create_lead and person is not None and verdict.kind in ("normal", "bulk")
+    if verdict.kind == "bulk" and bulk_policy == "skip" and rules.create_lead is not True:
+        rules.skip = True
+    lead = None
+    if wants_lead and not rules.skip and person is not None:
+        lead = _new_lead(known, person_name, person, rules)
+        records.insert(0, ("lead", lead))
+
+    email = Email(
+        message_id=mail.message_id,
+        in_reply_to=next(iter(mail.in_reply_to), None),
+        references=mail.references,
+        direction=direction,
+        kind=EmailKind(verdict.kind),
+        from_address=sender,
+        from_name=mail.from_name,
+        to=[{"name": n, "address": a} for n, a in mail.to],
+        cc=[{"name": n, "address": a} for n, a in mail.cc],
+        bcc=[{"name": n, "address": a} for n, a in mail.bcc],
+        reply_to=[{"name": n, "address": a} for n, a in mail.reply_to],
+        subject=mail.subject,
+        sent_at=mail.date,
+        received_at=journal.received_at,
+        text_body=mail.text,
+        html_body=mail.html,
+        raw_sha256=journal.blob_sha256,
+        size=mail.size,
+        defects=mail.defects
+        + (["message over the size limit: headers only"] if journal.size_exceeded else []),
+    )
+    known.remember(email, thread, [] if rules.skip else records)
+    return _Plan(item, email, thread=thread, lead=lead, records=records, rules=rules)
+
+
+def _participants(email: Email, mail: ParsedMail) -> list[EmailParticipant]:
+    rows: dict[tuple[str, str], EmailParticipant] = {}
+    for role, group in (("from", [(mail.from_name, mail.from_addr)]), ("reply_to", mail.reply_to),
+                        ("to", mail.to), ("cc", mail.cc), ("bcc", mail.bcc)):  # fmt: skip
+        for name, address in group:
+            normal = normalise_email(address)
+            if normal and (role, normal) not in rows:
+                rows[(role, normal)] = EmailParticipant(
+                    email_id=email.id, role=role, address=normal, name=name or None
+                )
+    return list(rows.values())
+
+
+def _hangers_on(plan: _Plan) -> list[Base]:
+    """The rows that hang off a new email: participants, attachments, location, server actions."""
+    journal, reading, email = plan.incoming.journal, plan.incoming.reading, plan.email
+    rows: list[Base] = list(_participants(email, reading.mail))
+    rows += [
+        Attachment(
+            email_id=email.id,
+            filename=a.filename[:500],
+            content_type=a.content_type[:255],
+            size=a.size,
+            blob_sha256=a.digest,
+            content_id=a.content_id,
+            is_inline=a.inline,
+        )
+        for a in reading.attachments
+    ]
+    mailbox, folder, uidvalidity, uid = location_of(journal)
+    rows.append(EmailLocation(email_id=email.id, mailbox=mailbox, folder=folder,
+                              uidvalidity=uidvalidity, uid=uid))  # fmt: skip
+    location = journal.location or {}
+    if plan.rules is not None and plan.rules.server_actions and location.get("uid"):
+        rows += [
+            ImapAction(
+                mailbox=str(location["mailbox"]),
+                folder=str(location["folder"]),
+                uidvalidity=int(location.get("uidvalidity", 0)),
+                uid=int(location["uid"]),
+                action=str(action["type"]),
+                target=action.get("folder"),
+            )
+            for action in plan.rules.server_actions
+        ]
+    return rows
 
 
 async def _mark_bounced(session: AsyncSession, verdict: Classification, now: dt.datetime) -> None:
@@ -148,146 +430,92 @@ async def _mark_bounced(session: AsyncSession, verdict: Classification, now: dt.
         )
 
 
-def _kind(verdict: Classification) -> EmailKind:
-    return EmailKind(verdict.kind)
+async def _add_locations(session: AsyncSession, plans: list[_Plan]) -> None:
+    """Further locations of emails filed before; one seen there already is left as it is."""
+    rows = []
+    for plan in plans:
+        mailbox, folder, uidvalidity, uid = location_of(plan.incoming.journal)
+        rows.append({"email_id": plan.email.id, "mailbox": mailbox, "folder": folder,
+                     "uidvalidity": uidvalidity, "uid": uid})  # fmt: skip
+    if rows:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(EmailLocation).on_conflict_do_nothing(
+            index_elements=["mailbox", "folder", "uidvalidity", "uid"]
+        )
+        await session.execute(statement, rows)
 
 
-async def file_mail(
-    session: AsyncSession,
-    mail: ParsedMail,
-    verdict: Classification,
-    journal: InboundJournal,
-    attachment_digests: list[str],
-    *,
-    lead_mailbox: bool,
-    bulk_policy: str,
-) -> Filed:
-    now = utcnow()
-    pairs = mail.addresses()
-    normalised = {a: normalise_email(a) for _, a in pairs}
-    owners = await _owners(session, [n for n in normalised.values() if n])
-    staff = {n for n, recs in owners.items() if any(rt == "user" for rt, _ in recs)}
-    sender = normalised.get(mail.from_addr or "") if mail.from_addr else None
-    external = {n for n in normalised.values() if n and n not in staff}
-    if sender in staff:
-        direction = Direction.INTERNAL if not external else Direction.OUTBOUND
-    else:
-        direction = Direction.INBOUND
-
-    thread, earlier = await _thread(session, mail, now)
-    mailbox = (journal.location or {}).get("mailbox") or journal.source_key.partition(":")[0]
-    rules = await apply_rules(session, mail, str(mailbox))
-
-    # The person the mail is from: a web form's notification comes from a no-reply
-    # address on behalf of the person in Reply-To.
-    person_name, person = mail.from_name, sender
-    if mail.reply_to and (is_no_reply(mail.from_addr) or sender is None):
-        person_name, person = mail.reply_to[0][0] or None, normalise_email(mail.reply_to[0][1])
-
-    records: list[tuple[str, int]] = []
-    for address in [person, *sorted(external)]:
-        for record in owners.get(address or "", []):
-            if record[0] in PERSON_TYPES and record not in records:
-                records.append(record)
-    for record_type, record_id in list(records):
-        if record_type == "contact":
-            accounts = await session.scalars(
-                select(AccountContact.account_id).where(AccountContact.contact_id == record_id)
-            )
-            records.extend(("account", a) for a in accounts if ("account", a) not in records)
-    records.extend(r for r in await _thread_records(session, earlier) if r not in records)
-    records.extend(r for r in rules.links if r not in records)
-
-    lead_ids: list[int] = []
-    wants_lead = (
-        direction == Direction.INBOUND
-        and person is not None
-        and person not in staff
-        and not earlier
-        and not any(rt in ("lead", "contact") for rt, _ in owners.get(person, []))
-        and (verdict.kind == "normal" or (verdict.kind == "bulk" and bulk_policy == "lead"))
-        and lead_mailbox
-    )
-    if rules.create_lead is not None:
-        wants_lead = rules.create_lead and person is not None and verdict.kind in ("normal", "bulk")
-    if verdict.kind == "bulk" and bulk_policy == "skip" and rules.create_lead is not True:
-        rules.skip = True
-    if wants_lead and not rules.skip and person is not None:
-        lead = await _new_lead(session, person_name, person, rules)
-        lead_ids.append(lead.id)
-        records.insert(0, ("lead", lead.id))
-
-    email = Email(
-        message_id=mail.message_id,
-        in_reply_to=next(iter(mail.in_reply_to), None),
-        references=mail.references,
-        thread_id=thread.id,
-        direction=direction,
-        kind=_kind(verdict),
-        from_address=sender,
-        from_name=mail.from_name,
-        to=[{"name": n, "address": a} for n, a in mail.to],
-        cc=[{"name": n, "address": a} for n, a in mail.cc],
-        bcc=[{"name": n, "address": a} for n, a in mail.bcc],
-        reply_to=[{"name": n, "address": a} for n, a in mail.reply_to],
-        subject=mail.subject,
-        sent_at=mail.date,
-        received_at=journal.received_at,
-        text_body=mail.text,
-        html_body=mail.html,
-        raw_sha256=journal.blob_sha256,
-        size=mail.size,
-        defects=mail.defects
-        + (["message over the size limit: headers only"] if journal.size_exceeded else []),
-    )
-    session.add(email)
+async def _write(session: AsyncSession, objects: Sequence[Base]) -> None:
+    """Insert new objects, each table in one statement (the ids are handed out first)."""
+    await assign_ids(session, objects)
+    session.add_all(objects)
     await session.flush()
-    seen: set[tuple[str, str]] = set()
-    for role, group in (("from", [(mail.from_name, mail.from_addr)]), ("reply_to", mail.reply_to),
-                        ("to", mail.to), ("cc", mail.cc), ("bcc", mail.bcc)):  # fmt: skip
-        for name, address in group:
-            normal = normalise_email(address)
-            if normal and (role, normal) not in seen:
-                seen.add((role, normal))
-                session.add(
-                    EmailParticipant(
-                        email_id=email.id, role=role, address=normal, name=name or None
-                    )
-                )
-    for attachment, digest in zip(mail.attachments, attachment_digests, strict=True):
-        session.add(
-            Attachment(
-                email_id=email.id,
-                filename=attachment.filename[:500],
-                content_type=attachment.content_type[:255],
-                size=attachment.size,
-                blob_sha256=digest,
-                content_id=attachment.content_id,
-                is_inline=attachment.inline,
-            )
+
+
+def _resolved(records: list[Ref]) -> list[tuple[str, int]]:
+    return list(dict.fromkeys((record_type, _id(record)) for record_type, record in records))
+
+
+async def file_batch(
+    session: AsyncSession, batch: Sequence[Incoming], *, bulk_policy: str
+) -> list[Filed]:
+    """File every mail of ``batch`` (journal entries locked and pending) in ``session``."""
+    now = utcnow()
+    known = await _load(session, batch)
+    plans = [await _decide(session, known, item, bulk_policy, now) for item in batch]
+    new = [plan for plan in plans if not plan.duplicate]
+
+    # Threads and leads first: emails and activities refer to them.
+    await _write(session, [*known.new_threads, *known.new_leads])
+    for plan in new:
+        assert plan.thread is not None
+        plan.email.thread_id = _id(plan.thread)
+    await _write(session, [*new_identities(known.new_leads), *(plan.email for plan in new)])
+
+    await record_blobs(
+        session,
+        [(a.digest, a.size, a.content_type) for p in new for a in p.incoming.reading.attachments],
+    )
+    rows: list[Base] = []
+    for plan in new:
+        rows += _hangers_on(plan)
+        mail, journal = plan.incoming.reading.mail, plan.incoming.journal
+        assert plan.rules is not None
+        if plan.records and not plan.rules.skip:
+            activity = new_activity(
+                session, kind=ActivityKind.EMAIL, subject=mail.subject[:500],
+                body=mail.text[:2000], records=_resolved(plan.records),
+                occurred_at=mail.date or journal.received_at, email_id=plan.email.id,
+                owner_id=plan.rules.owner_id,
+            )  # fmt: skip
+            rows += [activity, *activity.links]
+    await _write(session, rows)
+    await _add_locations(session, [plan for plan in plans if plan.duplicate])
+    for chunk in _chunks(known.touched_threads):
+        await session.execute(
+            update(EmailThread).where(EmailThread.id.in_(chunk)).values(last_at=now)
         )
-    if verdict.kind == "bounce":
-        await _mark_bounced(session, verdict, now)
-    location = journal.location or {}
-    if rules.server_actions and location.get("uid"):
-        session.add_all(
-            ImapAction(
-                mailbox=str(location["mailbox"]),
-                folder=str(location["folder"]),
-                uidvalidity=int(location.get("uidvalidity", 0)),
-                uid=int(location["uid"]),
-                action=str(action["type"]),
-                target=action.get("folder"),
-            )
-            for action in rules.server_actions
+    for plan in new:
+        if plan.incoming.reading.verdict.kind == "bounce":
+            await _mark_bounced(session, plan.incoming.reading.verdict, now)
+        if plan.rules is not None and not plan.rules.skip:
+            for tag in plan.rules.tags:
+                for record_type, record_id in _resolved(plan.records):
+                    await tag_record(session, record_type, record_id, tag)
+    for plan in plans:
+        journal = plan.incoming.journal
+        journal.state, journal.email_id, journal.error = JournalState.PROCESSED, plan.email.id, None
+    await session.flush()
+    return [
+        Filed(
+            journal_id=plan.incoming.journal.id,
+            mailbox=location_of(plan.incoming.journal)[0],
+            email=plan.email,
+            duplicate=plan.duplicate,
+            lead_ids=[plan.lead.id] if plan.lead is not None else [],
+            records=_resolved(plan.records),
+            rules=plan.rules,
         )
-    if records and not rules.skip:
-        await log_activity(
-            session, kind=ActivityKind.EMAIL, subject=mail.subject[:500], body=mail.text[:2000],
-            records=records, occurred_at=mail.date or journal.received_at, email_id=email.id,
-            owner_id=rules.owner_id,
-        )  # fmt: skip
-        for tag in rules.tags:
-            for record_type, record_id in records:
-                await tag_record(session, record_type, record_id, tag)
-    return Filed(email=email, lead_ids=lead_ids, records=records, rules=rules)
+        for plan in plans
+    ]

@@ -16,6 +16,7 @@ import email.parser
 import email.policy
 import email.utils
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,6 +192,16 @@ def _walk_stdlib(
     return texts, htmls, items
 
 
+_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header lines of a raw message, up to the blank line (the stdlib's header-only
+    parser would still read every line of the body)."""
+    end = _END_OF_HEADERS.search(raw)
+    return raw if end is None else raw[: end.end()]
+
+
 def parse_mail(raw: bytes) -> ParsedMail:
     """Read a raw RFC 5322 message; raises ``PermanentError`` only for what is not mail at all."""
     try:
@@ -222,7 +233,9 @@ def _parse_mail(raw: bytes) -> ParsedMail:
 
     # Headers are read again from the raw bytes: mail-parser's copy has already lost
     # undeclared 8-bit bytes to replacement characters.
-    head = _RawHeaders(email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw))
+    head = _RawHeaders(
+        email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(header_block(raw))
+    )
     senders = decode_addresses(head.get_all("from"), "from", defects)
     from_name, from_addr = senders[0] if senders else ("", None)
     if from_addr is None and head.get("from"):

@@ -1,30 +1,31 @@
 """The mail-in pipeline: journalled raw mail becomes an email, history and perhaps a lead.
 
-One unit of work per message, the same for IMAP, SMTP and imports: parse (in a
-thread), classify, then in ONE transaction thread, match, apply rules, create
-the lead, write the email with its locations, attachments and activity, and
-mark the journal entry processed.  Events are announced after the commit.  A
-message that fails is quarantined with its error and never blocks the rest.
+The same for IMAP, SMTP and imports, a batch of journal entries at a time: each
+mail is read (parsed and classified, in worker processes), then the whole batch
+is filed in ONE transaction (thread, match, rules, lead, email with its
+locations, attachments and activity, journal entries marked processed) and
+events are announced after the commit.  When a batch fails, its mails are
+filed one by one, so a mail that cannot be filed is quarantined with its error
+and never holds up the rest.  Processing an entry again is a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.classify import Classification, classify
-from scanner.filing import file_mail
-from scanner.parse import ParsedMail, parse_mail
-from store.blobs import record_blob
+from scanner.filing import Filed, Incoming, file_batch, location_of
+from scanner.reading import MailReader, Reading
+from store.bulk import take_write_lock
 from store.context import correlated
 from store.db import Store
 from store.errors import PermanentError
-from store.models import Email, EmailLocation, InboundJournal, JournalState
+from store.models import InboundJournal, JournalState
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class PipelineSettings:
     lead_mailboxes: frozenset[str] = frozenset({"smtp", "import"})
     # What bulk/list mail does: "history" (file it, no lead), "lead" (treat as normal), "skip".
     bulk_policy: str = "history"
+    # Processes that parse mail; 0 parses in a thread of this process.
+    parse_workers: int = 0
 
 
 @dataclass
@@ -52,51 +55,8 @@ class Outcome:
     error: str | None = None
 
 
-def location_of(journal: InboundJournal) -> tuple[str, str, int, int]:
-    loc = journal.location or {}
-    if loc:
-        return (
-            str(loc.get("mailbox", "")),
-            str(loc.get("folder", "")),
-            int(loc.get("uidvalidity", 0)),
-            int(loc.get("uid", 0)),
-        )
-    # Without a recorded location (SMTP, imports) the journal id keeps locations unique.
-    source, _, _rest = journal.source_key.partition(":")
-    return source, "", 0, journal.id
-
-
-async def _existing_email(session: AsyncSession, digest: str, mail: ParsedMail) -> Email | None:
-    """The same mail seen before: same bytes, or same Message-ID from the same sender."""
-    email = await session.scalar(select(Email).where(Email.raw_sha256 == digest))
-    if email is not None or not mail.message_id:
-        return email
-    candidates = (
-        await session.scalars(select(Email).where(Email.message_id == mail.message_id).limit(5))
-    ).all()
-    sender = (mail.from_addr or "").lower()
-    for candidate in candidates:
-        if (candidate.from_address or "").lower() == sender and candidate.subject == mail.subject:
-            return candidate
-    return None
-
-
-async def _add_location(session: AsyncSession, email: Email, journal: InboundJournal) -> None:
-    mailbox, folder, uidvalidity, uid = location_of(journal)
-    exists = await session.scalar(
-        select(EmailLocation.id).where(
-            EmailLocation.mailbox == mailbox,
-            EmailLocation.folder == folder,
-            EmailLocation.uidvalidity == uidvalidity,
-            EmailLocation.uid == uid,
-        )
-    )
-    if exists is None:
-        session.add(
-            EmailLocation(
-                email_id=email.id, mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, uid=uid
-            )
-        )
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]
 
 
 class MailPipeline:
@@ -105,22 +65,109 @@ class MailPipeline:
     def __init__(self, store: Store, settings: PipelineSettings | None = None) -> None:
         self.store = store
         self.settings = settings or PipelineSettings()
+        self.reader = MailReader(store.blobs.root, self.settings.parse_workers)
+
+    def close(self) -> None:
+        self.reader.close()
 
     async def process(self, journal_id: int) -> Outcome:
-        with correlated(f"journal-{journal_id}"):
+        return (await self.process_many([journal_id]))[0]
+
+    async def process_many(self, journal_ids: Sequence[int]) -> list[Outcome]:
+        """Read, then file, a batch of journal entries; one outcome per id, in order."""
+        return await self.file_read(await self.read_many(journal_ids))
+
+    async def read_many(self, journal_ids: Sequence[int]) -> list[tuple[int, Reading | Outcome]]:
+        """Each pending entry's reading (or why it has none, or its state if not pending)."""
+        async with self.store.session() as session:
+            rows = await session.scalars(
+                select(InboundJournal).where(InboundJournal.id.in_(list(journal_ids)))
+            )
+            journals = {journal.id: journal for journal in rows}
+
+        async def one(journal_id: int) -> tuple[int, Reading | Outcome]:
+            journal = journals.get(journal_id)
+            if journal is None:
+                reason = f"PermanentError: no journal entry {journal_id}"
+                return journal_id, Outcome(journal_id, "missing", error=reason)
+            if journal.state != JournalState.PENDING:
+                return journal_id, Outcome(
+                    journal_id, journal.state.value, email_id=journal.email_id
+                )
             try:
-                try:
-                    return await self._process(journal_id)
-                except IntegrityError:
-                    # Another worker filed the same mail at the same moment: file it again,
-                    # now as a further location of the email that one wrote.
-                    return await self._process(journal_id)
+                return journal_id, await self.reader.read(journal.blob_sha256)
             except Exception as err:
-                log.warning("message %s quarantined: %s: %s", journal_id, type(err).__name__, err,
+                log.warning("message %s quarantined: %s", journal_id, _reason(err),
                             exc_info=not isinstance(err, PermanentError))  # fmt: skip
-                reason = f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]
-                await self.quarantine(journal_id, reason)
-                return Outcome(journal_id, JournalState.QUARANTINED.value, error=reason)
+                await self.quarantine(journal_id, _reason(err))
+                return journal_id, Outcome(
+                    journal_id, JournalState.QUARANTINED.value, error=_reason(err)
+                )
+
+        return list(await asyncio.gather(*(one(journal_id) for journal_id in journal_ids)))
+
+    async def file_read(self, read: Sequence[tuple[int, Reading | Outcome]]) -> list[Outcome]:
+        """File the entries that have a reading; the others keep the outcome they have."""
+        readings = {jid: r for jid, r in read if isinstance(r, Reading)}
+        filed: dict[int, Outcome] = {}
+        if readings:
+            ids = list(readings)
+            tag = f"journal-{ids[0]}" if len(ids) == 1 else f"journals-{ids[0]}..{ids[-1]}"
+            with correlated(tag):
+                filed = await self._file(readings)
+        return [r if isinstance(r, Outcome) else filed[jid] for jid, r in read]
+
+    async def _file(self, readings: dict[int, Reading]) -> dict[int, Outcome]:
+        try:
+            try:
+                return await self._file_once(readings)
+            except IntegrityError:
+                # Another worker filed the same mail at the same moment: file it again,
+                # now as a further location of the email that one wrote.
+                return await self._file_once(readings)
+        except Exception as err:
+            if len(readings) > 1:
+                log.info("a batch of %d messages failed (%s); filing them one by one",
+                         len(readings), _reason(err))  # fmt: skip
+                outcomes: dict[int, Outcome] = {}
+                for journal_id, reading in readings.items():
+                    outcomes.update(await self._file({journal_id: reading}))
+                return outcomes
+            (journal_id,) = readings
+            log.warning("message %s quarantined: %s", journal_id, _reason(err),
+                        exc_info=not isinstance(err, PermanentError))  # fmt: skip
+            await self.quarantine(journal_id, _reason(err))
+            return {
+                journal_id: Outcome(journal_id, JournalState.QUARANTINED.value, error=_reason(err))
+            }
+
+    async def _file_once(self, readings: dict[int, Reading]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        if any(reading.attachments for reading in readings.values()):
+            await self.store.blobs.sync()  # the attachments the readers wrote, in one flush
+        async with self.store.session() as session, session.begin():
+            await take_write_lock(session, InboundJournal, readings)
+            rows = await session.scalars(
+                select(InboundJournal)
+                .where(InboundJournal.id.in_(list(readings)))
+                .order_by(InboundJournal.id)
+            )
+            batch = []
+            for journal in rows:
+                if journal.state != JournalState.PENDING:
+                    outcomes[journal.id] = Outcome(journal.id, "gone", email_id=journal.email_id)
+                    continue
+                mailbox = location_of(journal)[0]
+                lead_mailbox = mailbox in self.settings.lead_mailboxes
+                batch.append(Incoming(journal, readings[journal.id], lead_mailbox))
+            filed = await file_batch(session, batch, bulk_policy=self.settings.bulk_policy)
+        for one in filed:
+            outcomes[one.journal_id] = Outcome(
+                one.journal_id, JournalState.PROCESSED.value, email_id=one.email.id,
+                lead_ids=one.lead_ids, duplicate=one.duplicate,
+            )  # fmt: skip
+        await self._announce(filed)
+        return outcomes
 
     async def quarantine(self, journal_id: int, reason: str) -> None:
         async with self.store.session() as session, session.begin():
@@ -134,67 +181,27 @@ class MailPipeline:
                 )
             )
 
-    async def _process(self, journal_id: int) -> Outcome:
-        async with self.store.session() as session:
-            journal = await session.get(InboundJournal, journal_id)
-        if journal is None:
-            raise PermanentError(f"no journal entry {journal_id}")
-        if journal.state != JournalState.PENDING:
-            return Outcome(journal_id, journal.state.value, email_id=journal.email_id)
-        raw = await self.store.blobs.read(journal.blob_sha256)
-        mail = await asyncio.to_thread(parse_mail, raw)
-        verdict = classify(mail)
-        attachment_digests = [await self.store.blobs.write(a.payload) for a in mail.attachments]
-
-        async with self.store.session() as session, session.begin():
-            journal = await session.get(InboundJournal, journal_id, with_for_update=True)
-            if journal is None or journal.state != JournalState.PENDING:
-                return Outcome(journal_id, "gone")
-            existing = await _existing_email(session, journal.blob_sha256, mail)
-            if existing is not None:
-                await _add_location(session, existing, journal)
-                journal.state, journal.email_id, journal.error = (
-                    JournalState.PROCESSED,
-                    existing.id,
-                    None,
-                )
-                return Outcome(journal_id, "processed", email_id=existing.id, duplicate=True)
-            for attachment, digest in zip(mail.attachments, attachment_digests, strict=True):
-                await record_blob(session, digest, attachment.size, attachment.content_type)
-            mailbox = location_of(journal)[0]
-            filed = await file_mail(
-                session, mail, verdict, journal, attachment_digests,
-                lead_mailbox=mailbox in self.settings.lead_mailboxes,
-                bulk_policy=self.settings.bulk_policy,
-            )  # fmt: skip
-            # A new email has no locations yet: no need to ask before adding this one.
-            mailbox_name, folder, uidvalidity, uid = location_of(journal)
-            session.add(
-                EmailLocation(
-                    email_id=filed.email.id, mailbox=mailbox_name, folder=folder,
-                    uidvalidity=uidvalidity, uid=uid,
-                )
-            )  # fmt: skip
-            journal.state, journal.email_id, journal.error = (
-                JournalState.PROCESSED,
-                filed.email.id,
-                None,
+    async def _announce(self, filed: list[Filed]) -> None:
+        mailboxes: set[str] = set()
+        for one in filed:
+            if one.duplicate:
+                continue
+            for lead_id in one.lead_ids:
+                await self.store.bus.publish(LEAD_CREATED, lead_id=lead_id, email_id=one.email.id)
+            await self.store.bus.publish(
+                EMAIL_RECEIVED, email_id=one.email.id, kind=one.email.kind.value
             )
-        await self._announce(filed.email, verdict, filed.lead_ids)
-        if filed.rules is not None and filed.rules.server_actions:
+            if one.rules is not None and one.rules.server_actions:
+                mailboxes.add(one.mailbox)
+        for mailbox in sorted(mailboxes):
             await self.store.bus.publish(IMAP_ACTIONS_QUEUED, mailbox=mailbox)
-        return Outcome(journal_id, "processed", email_id=filed.email.id, lead_ids=filed.lead_ids)
 
-    async def _announce(self, email: Email, verdict: Classification, lead_ids: list[int]) -> None:
-        for lead_id in lead_ids:
-            await self.store.bus.publish(LEAD_CREATED, lead_id=lead_id, email_id=email.id)
-        await self.store.bus.publish(EMAIL_RECEIVED, email_id=email.id, kind=verdict.kind)
-
-    async def pending_ids(self, limit: int = 500) -> list[int]:
+    async def pending_ids(self, limit: int = 500, after: int = 0) -> list[int]:
+        """The ids of pending entries after ``after``, oldest first."""
         async with self.store.session() as session:
             rows = await session.scalars(
                 select(InboundJournal.id)
-                .where(InboundJournal.state == JournalState.PENDING)
+                .where(InboundJournal.state == JournalState.PENDING, InboundJournal.id > after)
                 .order_by(InboundJournal.id)
                 .limit(limit)
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,25 @@ class RuleOutcome:
     team_id: int | None = None
     links: list[tuple[str, int]] = field(default_factory=list)
     server_actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RuleBook:
+    """The enabled rules in order, read once for a batch of mail.
+
+    ``assigned`` counts the open leads this batch has given each user so far,
+    which the store cannot count yet: least-busy assignment adds them.
+    """
+
+    rules: list[MailRule]
+    assigned: Counter[int] = field(default_factory=Counter)
+
+
+async def load_rules(session: AsyncSession) -> RuleBook:
+    rules = await session.scalars(
+        select(MailRule).where(MailRule.enabled.is_(True)).order_by(MailRule.position, MailRule.id)
+    )
+    return RuleBook(list(rules))
 
 
 def _values(mail: ParsedMail, name: str) -> list[str]:
@@ -75,7 +95,7 @@ def rule_matches(mail: ParsedMail, rule: MailRule) -> bool:
     return any(results) if rule.match == "any" else all(results)
 
 
-async def _least_busy(session: AsyncSession, user_ids: list[int]) -> int:
+async def _least_busy(session: AsyncSession, user_ids: list[int], book: RuleBook) -> int:
     open_leads: dict[int | None, int] = {
         owner: count
         for owner, count in (
@@ -90,10 +110,15 @@ async def _least_busy(session: AsyncSession, user_ids: list[int]) -> int:
             )
         )
     }
-    return min(user_ids, key=lambda uid: (open_leads.get(uid, 0), user_ids.index(uid)))
+    return min(
+        user_ids,
+        key=lambda uid: (open_leads.get(uid, 0) + book.assigned[uid], user_ids.index(uid)),
+    )
 
 
-async def _assign(session: AsyncSession, rule: MailRule, action: dict[str, Any]) -> int | None:
+async def _assign(
+    session: AsyncSession, rule: MailRule, action: dict[str, Any], book: RuleBook
+) -> int | None:
     user_ids = [int(u) for u in action.get("user_ids", [])]
     if not user_ids:
         return None
@@ -103,21 +128,17 @@ async def _assign(session: AsyncSession, rule: MailRule, action: dict[str, Any])
         rule.round_robin_next = (rule.round_robin_next + 1) % len(user_ids)
         return chosen
     if mode == "least_busy":
-        return await _least_busy(session, user_ids)
+        return await _least_busy(session, user_ids, book)
     return user_ids[0]
 
 
-async def apply_rules(session: AsyncSession, mail: ParsedMail, mailbox: str) -> RuleOutcome:
+async def apply_rules(
+    session: AsyncSession, mail: ParsedMail, mailbox: str, book: RuleBook | None = None
+) -> RuleOutcome:
     """Evaluate the enabled rules in order; a broken rule is logged and passed over."""
     outcome = RuleOutcome()
-    rules = (
-        await session.scalars(
-            select(MailRule)
-            .where(MailRule.enabled.is_(True))
-            .order_by(MailRule.position, MailRule.id)
-        )
-    ).all()
-    for rule in rules:
+    book = book if book is not None else await load_rules(session)
+    for rule in book.rules:
         if rule.mailbox and rule.mailbox != mailbox:
             continue
         try:
@@ -137,7 +158,7 @@ async def apply_rules(session: AsyncSession, mail: ParsedMail, mailbox: str) -> 
             elif kind == "tag" and action.get("tag"):
                 outcome.tags.append(str(action["tag"]))
             elif kind == "assign":
-                outcome.owner_id = await _assign(session, rule, action) or outcome.owner_id
+                outcome.owner_id = await _assign(session, rule, action, book) or outcome.owner_id
             elif kind == "team" and action.get("team_id"):
                 outcome.team_id = int(action["team_id"])
             elif kind == "link" and action.get("record_type") and action.get("record_id"):

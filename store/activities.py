@@ -22,6 +22,12 @@ def as_ref(record: RecordRef | Base) -> RecordRef:
     return record_type_of(record), record.id  # type: ignore[attr-defined]
 
 
+def _link_row(activity: Activity, record_type: str, record_id: int) -> ActivityLink:
+    return ActivityLink(
+        record_type=record_type, record_id=record_id, occurred_at=activity.occurred_at
+    )
+
+
 async def link(session: AsyncSession, activity: Activity, record_type: str, record_id: int) -> bool:
     """Link an activity to one more record; False when it was linked already."""
     exists = await session.scalar(
@@ -33,16 +39,45 @@ async def link(session: AsyncSession, activity: Activity, record_type: str, reco
     )
     if exists is not None:
         return False
-    session.add(
-        ActivityLink(
-            activity_id=activity.id,
-            record_type=record_type,
-            record_id=record_id,
-            occurred_at=activity.occurred_at,
-        )
-    )
+    row = _link_row(activity, record_type, record_id)
+    row.activity_id = activity.id
+    session.add(row)
     await session.flush()
     return True
+
+
+def new_activity(
+    session: AsyncSession,
+    *,
+    kind: ActivityKind | str,
+    subject: str,
+    records: Iterable[RecordRef | Base],
+    body: str = "",
+    occurred_at: dt.datetime | None = None,
+    owner_id: int | None = None,
+    **fields: Any,
+) -> Activity:
+    """An activity linked to every record it concerns, added to ``session`` but not flushed.
+
+    The records must have their ids.  Many activities added this way go out in
+    one flush (the mail-in hot path); ``log_activity`` flushes one at once.
+    """
+    activity = Activity(
+        kind=ActivityKind(kind),
+        subject=subject,
+        body=body,
+        occurred_at=occurred_at or utcnow(),
+        owner_id=owner_id,
+        created_by_id=session.info.get("user_id"),
+        **fields,
+    )
+    # A new activity has no links yet: add them without asking the database first.
+    activity.links = [
+        _link_row(activity, record_type, record_id)
+        for record_type, record_id in dict.fromkeys(as_ref(r) for r in records)
+    ]
+    session.add(activity)
+    return activity
 
 
 async def log_activity(
@@ -57,27 +92,10 @@ async def log_activity(
     **fields: Any,
 ) -> Activity:
     """One activity (mail, call, meeting, task, note, visit) linked to every record it concerns."""
-    activity = Activity(
-        kind=ActivityKind(kind),
-        subject=subject,
-        body=body,
-        occurred_at=occurred_at or utcnow(),
-        owner_id=owner_id,
-        created_by_id=session.info.get("user_id"),
-        **fields,
-    )
-    session.add(activity)
-    await session.flush()
-    # A new activity has no links yet: add them without asking the database first.
-    session.add_all(
-        ActivityLink(
-            activity_id=activity.id,
-            record_type=record_type,
-            record_id=record_id,
-            occurred_at=activity.occurred_at,
-        )
-        for record_type, record_id in dict.fromkeys(as_ref(r) for r in records)
-    )
+    activity = new_activity(
+        session, kind=kind, subject=subject, records=records, body=body,
+        occurred_at=occurred_at, owner_id=owner_id, **fields,
+    )  # fmt: skip
     await session.flush()
     return activity
 

@@ -156,6 +156,18 @@ class Subscription:
             self._dropped_this_episode = 0
         return event
 
+    def drain(self) -> list[Event]:
+        """Every event queued now, without waiting (for consumers that work in batches)."""
+        events = list(self._queue)
+        self._queue.clear()
+        if self._dropped_this_episode:
+            log.info(
+                "event subscriber %s caught up after dropping %d event(s)",
+                self.name, self._dropped_this_episode,
+            )  # fmt: skip
+            self._dropped_this_episode = 0
+        return events
+
     def close(self) -> None:
         """Stop receiving; queued events can still be read, then iteration ends."""
         self._closed = True

@@ -58,6 +58,55 @@ def record_type_of(record: Base) -> str:
     return record_type
 
 
+def _wanted_emails(record: Base, record_type: str) -> dict[str, str]:
+    """address -> the record's own column that holds it."""
+    wanted: dict[str, str] = {}
+    for field in EMAIL_FIELDS.get(record_type, ()):
+        address = normalise_email(getattr(record, field, None))
+        if address and address not in wanted:
+            wanted[address] = field
+    return wanted
+
+
+def _wanted_phones(
+    record: Base, record_type: str, region: PhoneRegion
+) -> dict[str, tuple[str, str | None, str]]:
+    """match key -> (the record's own column, E.164, raw) for each number it holds."""
+    wanted: dict[str, tuple[str, str | None, str]] = {}
+    for field in PHONE_FIELDS.get(record_type, ()):
+        key = normalise_phone(getattr(record, field, None), region)
+        if key and key.match_key not in wanted:
+            wanted[key.match_key] = (field, key.e164, key.raw)
+    return wanted
+
+
+def new_identities(
+    records: Sequence[Base], region: PhoneRegion = DEFAULT_REGION
+) -> list[EmailIdentity | PhoneIdentity]:
+    """The identity rows of records written in this transaction, which have none yet.
+
+    For the hot paths that create many records at once (mail-in): the caller
+    adds the rows and they go out in one flush, where ``index_record`` would
+    flush once per record.  The records must have their ids.
+    """
+    rows: list[EmailIdentity | PhoneIdentity] = []
+    for record in records:
+        record_type = record_type_of(record)
+        record_id: int = record.id  # type: ignore[attr-defined]
+        rows.extend(
+            EmailIdentity(
+                address=address, record_type=record_type, record_id=record_id, field=field
+            )
+            for address, field in _wanted_emails(record, record_type).items()
+        )
+        rows.extend(
+            PhoneIdentity(e164=e164, raw=raw, match_key=match_key, record_type=record_type,
+                          record_id=record_id, field=field)
+            for match_key, (field, e164, raw) in _wanted_phones(record, record_type, region).items()
+        )  # fmt: skip
+    return rows
+
+
 async def index_record(
     session: AsyncSession,
     record: Base,
@@ -75,11 +124,7 @@ async def index_record(
     record_id: int = record.id  # type: ignore[attr-defined]
     owner = (EmailIdentity.record_type == record_type) & (EmailIdentity.record_id == record_id)
 
-    wanted_emails: dict[str, str] = {}
-    for field in EMAIL_FIELDS.get(record_type, ()):
-        address = normalise_email(getattr(record, field, None))
-        if address and address not in wanted_emails:
-            wanted_emails[address] = field
+    wanted_emails = _wanted_emails(record, record_type)
     existing = [] if fresh else (await session.scalars(select(EmailIdentity).where(owner))).all()
     by_address = {row.address: row for row in existing}
     for address, field in wanted_emails.items():
@@ -100,11 +145,7 @@ async def index_record(
     phone_owner = (PhoneIdentity.record_type == record_type) & (
         PhoneIdentity.record_id == record_id
     )
-    wanted_phones: dict[str, tuple[str, str | None, str]] = {}
-    for field in PHONE_FIELDS.get(record_type, ()):
-        key = normalise_phone(getattr(record, field, None), region)
-        if key and key.match_key not in wanted_phones:
-            wanted_phones[key.match_key] = (field, key.e164, key.raw)
+    wanted_phones = _wanted_phones(record, record_type, region)
     phones = (
         [] if fresh else (await session.scalars(select(PhoneIdentity).where(phone_owner))).all()
     )

@@ -11,12 +11,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.blobs import record_blob
+from store.blobs import record_blob, record_blobs
 from store.db import Store
 from store.errors import TransientError
 from store.models.comms import InboundJournal, JournalState
 
 MAIL_JOURNALLED = "MailJournalled"
+KEYS_PER_QUERY = 500
 
 
 @dataclass(frozen=True)
@@ -84,39 +85,64 @@ async def journal_many(
 ) -> list[int]:
     """Journal a batch in one transaction (with ``also``, e.g. moving a cursor, in it too).
 
+    The bytes are written and made durable with one flush of the file system,
+    and the rows go in with a few statements whatever the batch's size.
     Returns the ids of the entries that were new; keys journalled before are skipped.
     """
-    digests = [await store.blobs.write(entry.raw) for entry in entries]
-    new_ids: list[int] = []
+    digests = await store.blobs.write_many([entry.raw for entry in entries])
+    fresh: dict[str, dict[str, Any]] = {}
     try:
         async with store.session() as session, session.begin():
-            insert = (
-                postgresql.insert
-                if session.get_bind().dialect.name == "postgresql"
-                else sqlite.insert
+            await record_blobs(
+                session,
+                [(d, len(e.raw), "message/rfc822") for e, d in zip(entries, digests, strict=True)],
             )
-            for entry, digest in zip(entries, digests, strict=True):
-                await record_blob(session, digest, len(entry.raw), "message/rfc822")
-                new_id = (
-                    await session.execute(
-                        insert(InboundJournal)
-                        .values(
-                            source_key=entry.source_key,
-                            blob_sha256=digest,
-                            state=JournalState.PENDING.value,
-                            size_exceeded=entry.size_exceeded,
-                            location=entry.location,
+            keys = [entry.source_key for entry in entries]
+            seen: set[str] = set()
+            for start in range(0, len(keys), KEYS_PER_QUERY):
+                seen.update(
+                    await session.scalars(
+                        select(InboundJournal.source_key).where(
+                            InboundJournal.source_key.in_(keys[start : start + KEYS_PER_QUERY])
                         )
-                        .on_conflict_do_nothing(index_elements=["source_key"])
-                        .returning(InboundJournal.id)
                     )
-                ).scalar_one_or_none()
-                if new_id is not None:
-                    new_ids.append(new_id)
+                )
+            for entry, digest in zip(entries, digests, strict=True):
+                if entry.source_key not in seen and entry.source_key not in fresh:
+                    fresh[entry.source_key] = {
+                        "source_key": entry.source_key,
+                        "blob_sha256": digest,
+                        "state": JournalState.PENDING.value,
+                        "size_exceeded": entry.size_exceeded,
+                        "location": entry.location,
+                    }
+            new_ids: list[int] = []
+            if fresh:
+                insert = (
+                    postgresql.insert
+                    if session.get_bind().dialect.name == "postgresql"
+                    else sqlite.insert
+                )
+                await session.execute(
+                    insert(InboundJournal).on_conflict_do_nothing(index_elements=["source_key"]),
+                    list(fresh.values()),
+                )
+                wanted = list(fresh)
+                for start in range(0, len(wanted), KEYS_PER_QUERY):
+                    new_ids.extend(
+                        await session.scalars(
+                            select(InboundJournal.id).where(
+                                InboundJournal.source_key.in_(
+                                    wanted[start : start + KEYS_PER_QUERY]
+                                )
+                            )
+                        )
+                    )
             if also is not None:
                 await also(session)
     except SQLAlchemyError as err:
         raise TransientError(f"the store cannot take mail now: {type(err).__name__}") from err
+    new_ids.sort()
     for new_id in new_ids:
         await store.bus.publish(MAIL_JOURNALLED, journal_id=new_id)
     return new_ids
