@@ -13,22 +13,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only
 
 from scanner.classify import Classification
 from scanner.parse import ParsedMail
 from scanner.people import company_from_domain, is_no_reply, split_name
 from scanner.reading import Reading
 from scanner.rules import RuleBook, RuleOutcome, apply_rules, load_rules
-from store.activities import new_activity
+from store.activities import ActivityDraft, log_activities
 from store.base import Base, utcnow
 from store.blobs import record_blobs
-from store.bulk import assign_ids
+from store.bulk import allocate_ids, assign_ids, insert_rows
 from store.identity import new_identities, normalise_email
 from store.models import (
     Account,
@@ -75,11 +74,26 @@ class Incoming:
     lead_mailbox: bool
 
 
+@dataclass(eq=False)
+class KnownEmail:
+    """An email as filing sees it: one stored before, or one this batch writes."""
+
+    id: int | None
+    raw_sha256: str | None
+    message_id: str | None
+    from_address: str | None
+    subject: str
+    kind: str
+    thread: Thread | None = None
+    filed_under: list[Ref] = field(default_factory=list)
+
+
 @dataclass
 class Filed:
     journal_id: int
     mailbox: str
-    email: Email
+    email_id: int
+    kind: str
     duplicate: bool = False
     lead_ids: list[int] = field(default_factory=list)
     records: list[tuple[str, int]] = field(default_factory=list)
@@ -91,8 +105,9 @@ class _Plan:
     """What filing decided for one mail, before the rows are written."""
 
     incoming: Incoming
-    email: Email
+    email: KnownEmail
     duplicate: bool = False
+    row: dict[str, Any] = field(default_factory=dict)
     thread: Thread | None = None
     lead: Lead | None = None
     records: list[Ref] = field(default_factory=list)
@@ -135,53 +150,51 @@ class _Known:
         self.book = book
         self.owners: dict[str, list[Ref]] = {}
         self.accounts: dict[int, list[int]] = {}
-        self.by_sha: dict[str, Email] = {}
-        self.by_message_id: dict[str, list[Email]] = {}
-        self.thread_of: dict[Email, Thread | None] = {}
-        self.filed_under: dict[Email, list[Ref]] = {}
+        self.by_sha: dict[str, KnownEmail] = {}
+        self.by_message_id: dict[str, list[KnownEmail]] = {}
         self.new_threads: list[EmailThread] = []
         self.new_leads: list[Lead] = []
         self.touched_threads: set[int] = set()
 
-    def remember(self, email: Email, thread: Thread | None, records: list[Ref]) -> None:
+    def remember(self, email: KnownEmail) -> None:
         if email.raw_sha256:
             self.by_sha.setdefault(email.raw_sha256, email)
         if email.message_id:
             self.by_message_id.setdefault(email.message_id, []).append(email)
-        self.thread_of[email] = thread
-        self.filed_under[email] = records
 
 
 async def _load(session: AsyncSession, batch: Sequence[Incoming]) -> _Known:
     known = _Known(await load_rules(session))
     mails = [item.reading.mail for item in batch]
-    columns = load_only(Email.id, Email.raw_sha256, Email.message_id, Email.from_address,
-                        Email.subject, Email.thread_id)  # fmt: skip
-    stored: dict[int, Email] = {}
-    for digests in _chunks(item.journal.blob_sha256 for item in batch):
-        for email in await session.scalars(
-            select(Email).options(columns).where(Email.raw_sha256.in_(digests))
-        ):
-            stored[email.id] = email
+    columns = select(Email.id, Email.raw_sha256, Email.message_id, Email.from_address,
+                     Email.subject, Email.kind, Email.thread_id)  # fmt: skip
+    stored: dict[int, KnownEmail] = {}
     message_ids = [m.message_id for m in mails if m.message_id]
     message_ids += [mid for m in mails for mid in _thread_ids(m)]
-    for chunk in _chunks(message_ids):
-        for email in await session.scalars(
-            select(Email).options(columns).where(Email.message_id.in_(chunk))
+    wheres = [
+        Email.raw_sha256.in_(digests)
+        for digests in _chunks(item.journal.blob_sha256 for item in batch)
+    ]
+    wheres += [Email.message_id.in_(chunk) for chunk in _chunks(message_ids)]  # fmt: skip
+    for where in wheres:
+        for email_id, sha, message_id, sender, subject, kind, thread_id in await session.execute(
+            columns.where(where)
         ):
-            stored[email.id] = email
-    for email in sorted(stored.values(), key=lambda e: e.id):
-        known.remember(email, email.thread_id, [])
+            stored[email_id] = KnownEmail(
+                email_id, sha, message_id, sender, subject, EmailKind(kind).value, thread_id
+            )
+    for email in sorted(stored.values(), key=lambda e: e.id or 0):
+        known.remember(email)
     for email_ids in _chunks(stored):
         rows = await session.execute(
             select(Activity.email_id, ActivityLink.record_type, ActivityLink.record_id)
             .join(Activity, Activity.id == ActivityLink.activity_id)
             .where(Activity.email_id.in_(email_ids))
         )
-        for email_id, record_type, record_id in rows:
-            if email_id is None:
+        for linked_email, record_type, record_id in rows:
+            if linked_email is None:
                 continue
-            records = known.filed_under[stored[email_id]]
+            records = stored[linked_email].filed_under
             if (record_type, record_id) not in records:
                 records.append((record_type, record_id))
 
@@ -227,7 +240,7 @@ async def _owners(session: AsyncSession, addresses: list[str]) -> dict[str, list
     return found
 
 
-def _duplicate_of(known: _Known, digest: str, mail: ParsedMail) -> Email | None:
+def _duplicate_of(known: _Known, digest: str, mail: ParsedMail) -> KnownEmail | None:
     """The same mail seen before: same bytes, or same Message-ID from the same sender."""
     email = known.by_sha.get(digest)
     if email is not None or not mail.message_id:
@@ -239,16 +252,18 @@ def _duplicate_of(known: _Known, digest: str, mail: ParsedMail) -> Email | None:
     return None
 
 
-def _conversation(known: _Known, mail: ParsedMail, now: dt.datetime) -> tuple[Thread, list[Email]]:
+def _conversation(
+    known: _Known, mail: ParsedMail, now: dt.datetime
+) -> tuple[Thread, list[KnownEmail]]:
     """The thread this mail belongs to, and the earlier emails of it that we know."""
     earlier = [
         email
         for message_id in _thread_ids(mail)
         for email in known.by_message_id.get(message_id, [])
-        if known.thread_of.get(email) is not None
+        if email.thread is not None
     ]
     if earlier:
-        thread = known.thread_of[earlier[0]]
+        thread = earlier[0].thread
         assert thread is not None
         if isinstance(thread, int):
             known.touched_threads.add(thread)
@@ -316,7 +331,7 @@ async def _decide(
             accounts = known.accounts.get(record_id, [])
             records.extend(("account", a) for a in accounts if ("account", a) not in records)
     for email in earlier:
-        records.extend(r for r in known.filed_under.get(email, []) if r not in records)
+        records.extend(r for r in email.filed_under if r not in records)
     records.extend(r for r in rules.links if r not in records)
 
     wants_lead = (
@@ -337,78 +352,88 @@ async def _decide(
         lead = _new_lead(known, person_name, person, rules)
         records.insert(0, ("lead", lead))
 
-    email = Email(
-        message_id=mail.message_id,
-        in_reply_to=next(iter(mail.in_reply_to), None),
-        references=mail.references,
-        direction=direction,
-        kind=EmailKind(verdict.kind),
-        from_address=sender,
-        from_name=mail.from_name,
-        to=[{"name": n, "address": a} for n, a in mail.to],
-        cc=[{"name": n, "address": a} for n, a in mail.cc],
-        bcc=[{"name": n, "address": a} for n, a in mail.bcc],
-        reply_to=[{"name": n, "address": a} for n, a in mail.reply_to],
-        subject=mail.subject,
-        sent_at=mail.date,
-        received_at=journal.received_at,
-        text_body=mail.text,
-        html_body=mail.html,
-        raw_sha256=journal.blob_sha256,
-        size=mail.size,
-        defects=mail.defects
+    row = {
+        "message_id": mail.message_id,
+        "in_reply_to": next(iter(mail.in_reply_to), None),
+        "references": mail.references,
+        "direction": direction,
+        "kind": EmailKind(verdict.kind),
+        "from_address": sender,
+        "from_name": mail.from_name,
+        "to": [{"name": n, "address": a} for n, a in mail.to],
+        "cc": [{"name": n, "address": a} for n, a in mail.cc],
+        "bcc": [{"name": n, "address": a} for n, a in mail.bcc],
+        "reply_to": [{"name": n, "address": a} for n, a in mail.reply_to],
+        "subject": mail.subject,
+        "sent_at": mail.date,
+        "received_at": journal.received_at,
+        "text_body": mail.text,
+        "html_body": mail.html,
+        "raw_sha256": journal.blob_sha256,
+        "size": mail.size,
+        "defects": mail.defects
         + (["message over the size limit: headers only"] if journal.size_exceeded else []),
-    )
-    known.remember(email, thread, [] if rules.skip else records)
-    return _Plan(item, email, thread=thread, lead=lead, records=records, rules=rules)
+    }
+    email = KnownEmail(
+        id=None, raw_sha256=journal.blob_sha256, message_id=mail.message_id,
+        from_address=sender, subject=mail.subject, kind=verdict.kind, thread=thread,
+        filed_under=[] if rules.skip else records,
+    )  # fmt: skip
+    known.remember(email)
+    return _Plan(item, email, row=row, thread=thread, lead=lead, records=records, rules=rules)
 
 
-def _participants(email: Email, mail: ParsedMail) -> list[EmailParticipant]:
-    rows: dict[tuple[str, str], EmailParticipant] = {}
+def _participants(email_id: int, mail: ParsedMail) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for role, group in (("from", [(mail.from_name, mail.from_addr)]), ("reply_to", mail.reply_to),
                         ("to", mail.to), ("cc", mail.cc), ("bcc", mail.bcc)):  # fmt: skip
         for name, address in group:
             normal = normalise_email(address)
             if normal and (role, normal) not in rows:
-                rows[(role, normal)] = EmailParticipant(
-                    email_id=email.id, role=role, address=normal, name=name or None
-                )
+                rows[(role, normal)] = {
+                    "email_id": email_id,
+                    "role": role,
+                    "address": normal,
+                    "name": name or None,
+                }
     return list(rows.values())
 
 
-def _hangers_on(plan: _Plan) -> list[Base]:
-    """The rows that hang off a new email: participants, attachments, location, server actions."""
-    journal, reading, email = plan.incoming.journal, plan.incoming.reading, plan.email
-    rows: list[Base] = list(_participants(email, reading.mail))
-    rows += [
-        Attachment(
-            email_id=email.id,
-            filename=a.filename[:500],
-            content_type=a.content_type[:255],
-            size=a.size,
-            blob_sha256=a.digest,
-            content_id=a.content_id,
-            is_inline=a.inline,
-        )
-        for a in reading.attachments
-    ]
-    mailbox, folder, uidvalidity, uid = location_of(journal)
-    rows.append(EmailLocation(email_id=email.id, mailbox=mailbox, folder=folder,
-                              uidvalidity=uidvalidity, uid=uid))  # fmt: skip
-    location = journal.location or {}
-    if plan.rules is not None and plan.rules.server_actions and location.get("uid"):
-        rows += [
-            ImapAction(
-                mailbox=str(location["mailbox"]),
-                folder=str(location["folder"]),
-                uidvalidity=int(location.get("uidvalidity", 0)),
-                uid=int(location["uid"]),
-                action=str(action["type"]),
-                target=action.get("folder"),
-            )
-            for action in plan.rules.server_actions
-        ]
-    return rows
+@dataclass
+class _Rows:
+    """The rows that hang off the batch's new emails, one list per table."""
+
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    locations: list[dict[str, Any]] = field(default_factory=list)
+    imap_actions: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, plan: _Plan, email_id: int) -> None:
+        journal, reading = plan.incoming.journal, plan.incoming.reading
+        self.participants += _participants(email_id, reading.mail)
+        self.attachments += [
+            {"email_id": email_id, "filename": a.filename[:500],
+             "content_type": a.content_type[:255], "size": a.size, "blob_sha256": a.digest,
+             "content_id": a.content_id, "is_inline": a.inline}
+            for a in reading.attachments
+        ]  # fmt: skip
+        mailbox, folder, uidvalidity, uid = location_of(journal)
+        self.locations.append({"email_id": email_id, "mailbox": mailbox, "folder": folder,
+                               "uidvalidity": uidvalidity, "uid": uid})  # fmt: skip
+        location = journal.location or {}
+        if plan.rules is not None and plan.rules.server_actions and location.get("uid"):
+            self.imap_actions += [
+                {"mailbox": str(location["mailbox"]), "folder": str(location["folder"]),
+                 "uidvalidity": int(location.get("uidvalidity", 0)), "uid": int(location["uid"]),
+                 "action": str(action["type"]), "target": action.get("folder")}
+                for action in plan.rules.server_actions
+            ]  # fmt: skip
+
+    async def write(self, session: AsyncSession) -> None:
+        await insert_rows(session, EmailParticipant, self.participants)
+        await insert_rows(session, Attachment, self.attachments)
+        await insert_rows(session, EmailLocation, self.locations)
+        await insert_rows(session, ImapAction, self.imap_actions)
 
 
 async def _mark_bounced(session: AsyncSession, verdict: Classification, now: dt.datetime) -> None:
@@ -435,7 +460,7 @@ async def _add_locations(session: AsyncSession, plans: list[_Plan]) -> None:
     rows = []
     for plan in plans:
         mailbox, folder, uidvalidity, uid = location_of(plan.incoming.journal)
-        rows.append({"email_id": plan.email.id, "mailbox": mailbox, "folder": folder,
+        rows.append({"email_id": _known_id(plan.email), "mailbox": mailbox, "folder": folder,
                      "uidvalidity": uidvalidity, "uid": uid})  # fmt: skip
     if rows:
         dialect = session.get_bind().dialect.name
@@ -453,6 +478,11 @@ async def _write(session: AsyncSession, objects: Sequence[Base]) -> None:
     await session.flush()
 
 
+def _known_id(email: KnownEmail) -> int:
+    assert email.id is not None, "an email of the batch is written before it is referred to"
+    return email.id
+
+
 def _resolved(records: list[Ref]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((record_type, _id(record)) for record_type, record in records))
 
@@ -466,31 +496,44 @@ async def file_batch(
     plans = [await _decide(session, known, item, bulk_policy, now) for item in batch]
     new = [plan for plan in plans if not plan.duplicate]
 
+    writing = [plan for plan in new if plan.records and plan.rules and not plan.rules.skip]
+    ids = await allocate_ids(session, {EmailThread: len(known.new_threads),
+                                       Lead: len(known.new_leads), Email: len(new),
+                                       Activity: len(writing)})  # fmt: skip
+    for thread, thread_id in zip(known.new_threads, ids[EmailThread], strict=True):
+        thread.id = thread_id
+    for lead, lead_id in zip(known.new_leads, ids[Lead], strict=True):
+        lead.id = lead_id
     # Threads and leads first: emails and activities refer to them.
-    await _write(session, [*known.new_threads, *known.new_leads])
-    for plan in new:
+    session.add_all([*known.new_threads, *known.new_leads])
+    await session.flush()
+    await _write(session, new_identities(known.new_leads))
+    for plan, email_id in zip(new, ids[Email], strict=True):
         assert plan.thread is not None
-        plan.email.thread_id = _id(plan.thread)
-    await _write(session, [*new_identities(known.new_leads), *(plan.email for plan in new)])
+        plan.email.id = plan.row["id"] = email_id
+        plan.row["thread_id"] = _id(plan.thread)
+    await insert_rows(session, Email, [plan.row for plan in new])
 
     await record_blobs(
         session,
         [(a.digest, a.size, a.content_type) for p in new for a in p.incoming.reading.attachments],
     )
-    rows: list[Base] = []
+    rows = _Rows()
     for plan in new:
-        rows += _hangers_on(plan)
-        mail, journal = plan.incoming.reading.mail, plan.incoming.journal
+        rows.add(plan, _known_id(plan.email))
+    drafts = []
+    for plan in writing:
         assert plan.rules is not None
-        if plan.records and not plan.rules.skip:
-            activity = new_activity(
-                session, kind=ActivityKind.EMAIL, subject=mail.subject[:500],
-                body=mail.text[:2000], records=_resolved(plan.records),
-                occurred_at=mail.date or journal.received_at, email_id=plan.email.id,
-                owner_id=plan.rules.owner_id,
-            )  # fmt: skip
-            rows += [activity, *activity.links]
-    await _write(session, rows)
+        mail, journal = plan.incoming.reading.mail, plan.incoming.journal
+        drafts.append(
+            ActivityDraft(
+                kind=ActivityKind.EMAIL, subject=mail.subject[:500], body=mail.text[:2000],
+                records=_resolved(plan.records), occurred_at=mail.date or journal.received_at,
+                owner_id=plan.rules.owner_id, fields={"email_id": plan.email.id},
+            )
+        )  # fmt: skip
+    await rows.write(session)
+    await log_activities(session, drafts, ids[Activity])
     await _add_locations(session, [plan for plan in plans if plan.duplicate])
     for chunk in _chunks(known.touched_threads):
         await session.execute(
@@ -503,15 +546,17 @@ async def file_batch(
             for tag in plan.rules.tags:
                 for record_type, record_id in _resolved(plan.records):
                     await tag_record(session, record_type, record_id, tag)
-    for plan in plans:
-        journal = plan.incoming.journal
-        journal.state, journal.email_id, journal.error = JournalState.PROCESSED, plan.email.id, None
-    await session.flush()
+    await session.execute(
+        update(InboundJournal),
+        [{"id": plan.incoming.journal.id, "state": JournalState.PROCESSED,
+          "email_id": plan.email.id, "error": None} for plan in plans],
+    )  # fmt: skip
     return [
         Filed(
             journal_id=plan.incoming.journal.id,
             mailbox=location_of(plan.incoming.journal)[0],
-            email=plan.email,
+            email_id=_known_id(plan.email),
+            kind=plan.email.kind,
             duplicate=plan.duplicate,
             lead_ids=[plan.lead.id] if plan.lead is not None else [],
             records=_resolved(plan.records),

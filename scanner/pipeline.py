@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scanner.filing import Filed, Incoming, file_batch, location_of
 from scanner.reading import MailReader, Reading
-from store.bulk import take_write_lock
+from store.bulk import lock_rows
 from store.context import correlated
 from store.db import Store
 from store.errors import PermanentError
@@ -146,14 +146,8 @@ class MailPipeline:
         if any(reading.attachments for reading in readings.values()):
             await self.store.blobs.sync()  # the attachments the readers wrote, in one flush
         async with self.store.session() as session, session.begin():
-            await take_write_lock(session, InboundJournal, readings)
-            rows = await session.scalars(
-                select(InboundJournal)
-                .where(InboundJournal.id.in_(list(readings)))
-                .order_by(InboundJournal.id)
-            )
             batch = []
-            for journal in rows:
+            for journal in await lock_rows(session, InboundJournal, readings):
                 if journal.state != JournalState.PENDING:
                     outcomes[journal.id] = Outcome(journal.id, "gone", email_id=journal.email_id)
                     continue
@@ -163,7 +157,7 @@ class MailPipeline:
             filed = await file_batch(session, batch, bulk_policy=self.settings.bulk_policy)
         for one in filed:
             outcomes[one.journal_id] = Outcome(
-                one.journal_id, JournalState.PROCESSED.value, email_id=one.email.id,
+                one.journal_id, JournalState.PROCESSED.value, email_id=one.email_id,
                 lead_ids=one.lead_ids, duplicate=one.duplicate,
             )  # fmt: skip
         await self._announce(filed)
@@ -187,10 +181,8 @@ class MailPipeline:
             if one.duplicate:
                 continue
             for lead_id in one.lead_ids:
-                await self.store.bus.publish(LEAD_CREATED, lead_id=lead_id, email_id=one.email.id)
-            await self.store.bus.publish(
-                EMAIL_RECEIVED, email_id=one.email.id, kind=one.email.kind.value
-            )
+                await self.store.bus.publish(LEAD_CREATED, lead_id=lead_id, email_id=one.email_id)
+            await self.store.bus.publish(EMAIL_RECEIVED, email_id=one.email_id, kind=one.kind)
             if one.rules is not None and one.rules.server_actions:
                 mailboxes.add(one.mailbox)
         for mailbox in sorted(mailboxes):

@@ -1,11 +1,12 @@
 """MailProcessor: the service that runs the pipeline over every journalled message.
 
 It sweeps what is pending at start (so a crash loses nothing: raw mail was
-journalled before it was acknowledged), then sweeps again whenever
-``MailJournalled`` events arrive, and now and then in case one was missed.  A
-sweep takes the pending entries in journal order, a batch at a time, and reads
-(parses) the next batch while the current one is filed, so the parsing
-processes and the store work side by side.  One sweep at a time: lead
+journalled before it was acknowledged), then files what ``MailJournalled``
+events announce as they come (a lone SMTP mail goes straight through), and
+sweeps when events pile up or were dropped, and now and then in case one went
+astray.  A sweep takes the pending entries in journal order, a batch at a time,
+and reads (parses) the next batch while the current one is filed, so the
+parsing processes and the store work side by side.  One sweep at a time: lead
 de-duplication needs no lock.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import logging
 
 from scanner.pipeline import MailPipeline
+from store.bus import Event, Subscription
 from store.journal import MAIL_JOURNALLED
 from store.service import ServiceStatus
 
@@ -37,6 +39,8 @@ class MailProcessor:
         self.sweep_every_s = sweep_every_s
         self.batch_size = batch_size
         self.processed = 0
+        self._events: Subscription | None = None
+        self._dropped_seen = 0
 
     async def sweep(self) -> int:
         """Process everything pending; returns how many were handled."""
@@ -61,6 +65,8 @@ class MailProcessor:
                 if following:
                     reading = asyncio.create_task(pipeline.read_many(following))
                 await pipeline.file_read(read)
+                if self._events is not None:
+                    self._events.drain()  # what they announce is in hand already
                 done += len(ids)
                 ids = following
         finally:
@@ -70,15 +76,32 @@ class MailProcessor:
                     await reading
         return done
 
+    async def _announced(self, announced: list[Event], events: Subscription) -> None:
+        """File what the events name, at once; a sweep when there is more than a batch or
+        events were dropped (a busy backlog: the sweep reads ahead)."""
+        dropped = events.dropped
+        ids = sorted({int(e.data["journal_id"]) for e in announced if "journal_id" in e.data})
+        if len(ids) <= self.batch_size and dropped == self._dropped_seen:
+            await self.pipeline.process_many(ids)
+            self.processed += len(ids)
+        else:
+            self._dropped_seen = dropped
+            await self.sweep()
+
     async def run(self, status: ServiceStatus) -> None:
         try:
             async with self.pipeline.store.bus.subscribe(MAIL_JOURNALLED) as events:
+                self._events = events
+                await self.pipeline.reader.start()
                 backlog = await self.sweep()
                 status.ready(f"{backlog} waiting message(s) processed" if backlog else "")
                 while True:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(events.get(), self.sweep_every_s)
-                        events.drain()  # the sweep below takes whatever they announce
-                    await self.sweep()
+                    try:
+                        first = await asyncio.wait_for(events.get(), self.sweep_every_s)
+                    except TimeoutError:
+                        await self.sweep()  # in case an event went astray
+                        continue
+                    await self._announced([first, *events.drain()], events)
         finally:
+            self._events = None
             self.pipeline.close()

@@ -71,6 +71,11 @@ def read_mail(blob_root: Path, digest: str) -> Reading:
     return Reading(mail, verdict, stored)
 
 
+def _ready() -> int:
+    """A first job for a new worker: importing this module loads the parser."""
+    return os.getpid()
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -96,6 +101,13 @@ class MailReader:
                 self.workers, mp_context=multiprocessing.get_context("spawn")
             )
         return self._pool
+
+    async def start(self) -> None:
+        """Start the workers now (they take a moment to import the parser), not on first mail."""
+        pool = self._executor()
+        if pool is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.workers)))
 
     async def read(self, digest: str) -> Reading:
         for attempt in (1, 2):
