@@ -252,7 +252,7 @@ def _parse_mail(raw: bytes) -> ParsedMail:
             attachments.append(_attachment(item, defects))
         except (UnicodeError, ValueError, TypeError) as err:
             defects.append(f"attachment: unreadable ({err}); the raw message keeps it")
-    return ParsedMail(
+    mail = ParsedMail(
         message_id=next(iter(message_ids(head.get("message-id"))), None),
         from_addr=from_addr,
         from_name=from_name or None,
@@ -269,6 +269,46 @@ def _parse_mail(raw: bytes) -> ParsedMail:
         references=message_ids(" ".join(str(v) for v in head.get_all("references") or [])),
         headers=_headers(head, defects),
         size=len(raw),
-        defects=list(dict.fromkeys(defects)),
+        defects=defects,
         message=message,
     )
+    _drop_nul_characters(mail)
+    mail.defects = list(dict.fromkeys(mail.defects))
+    return mail
+
+
+def _no_nul(value: str, where: str, removed: set[str]) -> str:
+    if "\x00" in value:
+        removed.add(where)
+        return value.replace("\x00", "")
+    return value
+
+
+def _drop_nul_characters(mail: ParsedMail) -> None:
+    """Remove NUL characters from every decoded text (PostgreSQL text cannot hold them).
+
+    They come from broken mailers and binary pasted into bodies; the raw message keeps them.
+    """
+    removed: set[str] = set()
+    for name in ("subject", "text"):
+        setattr(mail, name, _no_nul(getattr(mail, name), name, removed))
+    for name in ("html", "from_name", "from_addr", "message_id"):
+        value = getattr(mail, name)
+        if value is not None:
+            setattr(mail, name, _no_nul(value, name, removed))
+    for name in ("reply_to", "to", "cc", "bcc"):
+        group: list[Address] = getattr(mail, name)
+        setattr(mail, name, [(_no_nul(n, name, removed), _no_nul(a, name, removed))
+                             for n, a in group])  # fmt: skip
+    mail.in_reply_to = [_no_nul(v, "in-reply-to", removed) for v in mail.in_reply_to]
+    mail.references = [_no_nul(v, "references", removed) for v in mail.references]
+    mail.headers = {
+        _no_nul(k, "headers", removed): [_no_nul(v, "headers", removed) for v in values]
+        for k, values in mail.headers.items()
+    }
+    for attachment in mail.attachments:
+        attachment.filename = _no_nul(attachment.filename, "attachment name", removed)
+        attachment.content_type = _no_nul(attachment.content_type, "attachment type", removed)
+    mail.defects = [d.replace("\x00", "") for d in mail.defects]
+    if removed:
+        mail.defects.append(f"NUL characters removed from: {', '.join(sorted(removed))}")
