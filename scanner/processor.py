@@ -90,7 +90,7 @@ class MailProcessor:
 
     async def run(self, status: ServiceStatus) -> None:
         try:
-            async with self.pipeline.store.bus.subscribe(MAIL_JOURNALLED) as events:
+            async with self.pipeline.store.bus.subscribe(MAIL_JOURNALLED, lossy=True) as events:
                 self._events = events
                 await self.pipeline.reader.start()
                 backlog = await self.sweep()

@@ -103,13 +103,16 @@ class Subscription:
     published after that is missed; leaving the ``async with`` unregisters it.
     """
 
-    def __init__(self, bus: EventBus, types: frozenset[str], maxsize: int, name: str) -> None:
+    def __init__(
+        self, bus: EventBus, types: frozenset[str], maxsize: int, name: str, lossy: bool = False
+    ) -> None:
         if maxsize < 1:
             raise ValueError("a subscription needs room for at least one event")
         self._bus = bus
         self.types = types
         self.name = name
         self.maxsize = maxsize
+        self.lossy = lossy
         self.dropped = 0
         self._queue: deque[Event] = deque()
         self._ready = asyncio.Event()
@@ -131,7 +134,7 @@ class Subscription:
             self._queue.popleft()
             self.dropped += 1
             self._dropped_this_episode += 1
-            if self._dropped_this_episode == 1:
+            if self._dropped_this_episode == 1 and not self.lossy:
                 log.warning(
                     "event subscriber %s is too slow (%d queued): dropping the oldest events",
                     self.name, self.maxsize,
@@ -147,25 +150,24 @@ class Subscription:
             self._ready.clear()
             await self._ready.wait()
         event = self._queue.popleft()
-        if not self._queue and self._dropped_this_episode:
-            # The consumer caught up: the overflow episode is over, a new one warns again.
+        if not self._queue:
+            self._caught_up()
+        return event
+
+    def _caught_up(self) -> None:
+        """The queue is empty: an overflow episode is over, and a new one warns again."""
+        if self._dropped_this_episode and not self.lossy:
             log.info(
                 "event subscriber %s caught up after dropping %d event(s)",
                 self.name, self._dropped_this_episode,
             )  # fmt: skip
-            self._dropped_this_episode = 0
-        return event
+        self._dropped_this_episode = 0
 
     def drain(self) -> list[Event]:
         """Every event queued now, without waiting (for consumers that work in batches)."""
         events = list(self._queue)
         self._queue.clear()
-        if self._dropped_this_episode:
-            log.info(
-                "event subscriber %s caught up after dropping %d event(s)",
-                self.name, self._dropped_this_episode,
-            )  # fmt: skip
-            self._dropped_this_episode = 0
+        self._caught_up()
         return events
 
     def close(self) -> None:
@@ -207,13 +209,22 @@ class EventBus(abc.ABC):
         self._closed = False
 
     def subscribe(
-        self, *types: str, maxsize: int = SUBSCRIBER_QUEUE_SIZE, name: str | None = None
+        self,
+        *types: str,
+        maxsize: int = SUBSCRIBER_QUEUE_SIZE,
+        name: str | None = None,
+        lossy: bool = False,
     ) -> Subscription:
-        """Receive events of ``types`` (all events if none are given) from now on."""
+        """Receive events of ``types`` (all events if none are given) from now on.
+
+        ``lossy``: the subscriber treats events as wake-ups and looks at the
+        store for the rest (it watches ``dropped``), so an overflow is expected
+        and not logged.
+        """
         if self._closed:
             raise BusClosed("the event bus is closed")
         label = name or ",".join(sorted(types)) or "*"
-        sub = Subscription(self, frozenset(types), maxsize, label)
+        sub = Subscription(self, frozenset(types), maxsize, label, lossy)
         self._subscriptions.add(sub)
         return sub
 

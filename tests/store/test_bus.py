@@ -98,6 +98,18 @@ async def test_slow_subscriber_loses_oldest_never_blocks(caplog: pytest.LogCaptu
     assert any("caught up after dropping 7" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_lossy_subscriber_drains_in_batches_and_drops_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="store.bus")
+    async with InProcessBus() as bus, bus.subscribe("Tick", maxsize=3, lossy=True) as sub:
+        for n in range(5):
+            await bus.publish("Tick", n=n)
+        assert [e.data["n"] for e in sub.drain()] == [2, 3, 4]
+        assert sub.dropped == 2 and sub.pending() == 0 and sub.drain() == []
+    assert not [r for r in caplog.records if r.name == "store.bus"]
+
+
 async def test_closing_the_bus_ends_iteration() -> None:
     bus = InProcessBus()
     async with bus:
