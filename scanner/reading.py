@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -71,6 +72,11 @@ def read_mail(blob_root: Path, digest: str) -> Reading:
     return Reading(mail, verdict, stored)
 
 
+def _worker_started() -> None:
+    # Ctrl-C reaches the whole process group; the daemon stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _ready() -> int:
     """A first job for a new worker: importing this module loads the parser."""
     return os.getpid()
@@ -98,7 +104,9 @@ class MailReader:
         if self.workers and self._pool is None:
             # spawn, not fork: the daemon has threads (IMAP, SQLite) whose locks a fork copies.
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_started,
             )
         return self._pool
 
