@@ -27,6 +27,7 @@ from store.db import Store, open_store
 from store.migrate import upgrade_to_head
 from store.users import ensure_admin
 from tracking import listener as tracking_listener
+from tracking.tokens import TokenSigner
 from web import app as web_app
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,8 @@ log = logging.getLogger(__name__)
 ADMIN_PASSWORD_ENV = "RAPPORT_ADMIN_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 
-def web_secret(config: Config) -> str:
-    """The configured web secret, else one generated once and kept in var/secret_key (0600)."""
-    if config.web.secret_key is not None:
-        return config.web.secret_key.reveal()
-    path = config.daemon.var_dir / "secret_key"
+def _kept_secret(path: Path) -> str:
+    """A random secret generated once and kept in ``path`` (mode 0600)."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +45,21 @@ def web_secret(config: Config) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     return value
+
+
+def web_secret(config: Config) -> str:
+    """The configured web secret, else one generated once and kept in var/secret_key (0600)."""
+    if config.web.secret_key is not None:
+        return config.web.secret_key.reveal()
+    return _kept_secret(config.daemon.var_dir / "secret_key")
+
+
+def tracking_signer(config: Config) -> TokenSigner:
+    """Tracking keys as configured (newest first), else one generated into var/tracking_key."""
+    keys = [key.reveal() for key in config.tracking.keys]
+    if not keys:
+        keys = [_kept_secret(config.daemon.var_dir / "tracking_key")]
+    return TokenSigner([key.encode() for key in keys])
 
 
 def _prepare_var(config: Config) -> None:
@@ -77,10 +90,11 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         return app
 
     supervisor.add(HttpListener("web", make_web, config.web.host, config.web.port), STAGE_LISTENERS)
+    signer = tracking_signer(config)
     supervisor.add(
         HttpListener(
             "tracking",
-            lambda: tracking_listener.create_app(store),
+            lambda: tracking_listener.create_app(store, signer),
             config.tracking.host,
             config.tracking.port,
         ),

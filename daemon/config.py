@@ -71,6 +71,16 @@ class TrackingConfig(ListenerConfig):
     base_url: str = "http://127.0.0.1:8081"
     keys: list[SecretStr] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _strong_keys(self) -> Self:
+        _raise_all([
+            f"keys[{n}] is shorter than 16 characters: too easy to guess"
+            for n, key in enumerate(self.keys) if len(key.reveal()) < 16
+        ])  # fmt: skip
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
 
 class SmtpIngressConfig(ListenerConfig):
     enabled: bool = True

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.classify import Classification
@@ -28,6 +27,7 @@ from store.activities import ActivityDraft, log_activities
 from store.base import Base, utcnow
 from store.blobs import record_blobs
 from store.bulk import allocate_ids, assign_ids, insert_rows
+from store.dialect import insert_ignoring
 from store.identity import new_identities, normalise_email
 from store.models import (
     Account,
@@ -463,12 +463,8 @@ async def _add_locations(session: AsyncSession, plans: list[_Plan]) -> None:
         rows.append({"email_id": _known_id(plan.email), "mailbox": mailbox, "folder": folder,
                      "uidvalidity": uidvalidity, "uid": uid})  # fmt: skip
     if rows:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(EmailLocation).on_conflict_do_nothing(
-            index_elements=["mailbox", "folder", "uidvalidity", "uid"]
-        )
-        await session.execute(statement, rows)
+        unique = ["mailbox", "folder", "uidvalidity", "uid"]
+        await session.execute(insert_ignoring(session, EmailLocation, unique), rows)
 
 
 async def _write(session: AsyncSession, objects: Sequence[Base]) -> None:

@@ -10,9 +10,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.dialect import insert_ignoring
 from store.models.comms import Blob
 
 _syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
@@ -111,6 +111,4 @@ async def record_blobs(session: AsyncSession, blobs: Sequence[tuple[str, int, st
                  for digest, size, content_type in blobs}.values())  # fmt: skip
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(insert(Blob).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    await session.execute(insert_ignoring(session, Blob, ["sha256"]), rows)

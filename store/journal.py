@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.blobs import record_blob, record_blobs
 from store.db import Store
+from store.dialect import insert_ignoring
 from store.errors import TransientError
 from store.models.comms import InboundJournal, JournalState
 
@@ -46,15 +46,9 @@ async def journal_inbound(
     try:
         async with store.session() as session, session.begin():
             await record_blob(session, digest, len(raw), "message/rfc822")
-            insert = (
-                postgresql.insert
-                if session.get_bind().dialect.name == "postgresql"
-                else sqlite.insert
-            )
             result = await session.execute(
-                insert(InboundJournal)
+                insert_ignoring(session, InboundJournal, ["source_key"])
                 .values(**values)
-                .on_conflict_do_nothing(index_elements=["source_key"])
                 .returning(InboundJournal.id)
             )
             new_id = result.scalar_one_or_none()
@@ -118,13 +112,8 @@ async def journal_many(
                     }
             new_ids: list[int] = []
             if fresh:
-                insert = (
-                    postgresql.insert
-                    if session.get_bind().dialect.name == "postgresql"
-                    else sqlite.insert
-                )
                 await session.execute(
-                    insert(InboundJournal).on_conflict_do_nothing(index_elements=["source_key"]),
+                    insert_ignoring(session, InboundJournal, ["source_key"]),
                     list(fresh.values()),
                 )
                 wanted = list(fresh)

@@ -33,6 +33,7 @@ from store.models.crm import (
 from store.models.identity import EmailIdentity, PhoneIdentity
 from store.models.mail import ImapAction, ImapCursor, MailRule
 from store.models.meta import AuditEntry, Tag, Tagging
+from store.models.tracking import MailOptOut, SentRecipient, TrackedLink, TrackingHit
 
 # The CRM records that activities, identities, tags and audit entries point at.
 RECORD_TYPES: dict[str, type[Base]] = {
@@ -76,15 +77,19 @@ __all__ = [
     "JournalState",
     "Lead",
     "LeadStatus",
+    "MailOptOut",
     "MailRule",
     "Opportunity",
     "PhoneIdentity",
     "PipelineStage",
     "RecordScope",
     "Role",
+    "SentRecipient",
     "StageHistory",
     "Tag",
     "Tagging",
     "Team",
+    "TrackedLink",
+    "TrackingHit",
     "User",
 ]

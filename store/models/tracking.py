@@ -1,0 +1,80 @@
+"""What happened to sent mail: recipients with their read counts, tracked links, hits, opt-outs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from store.base import Base, BigId, IdMixin, utcnow
+
+
+class SentRecipient(IdMixin, Base):
+    """One recipient of one sent mail, and what they did with it.
+
+    Tracking tokens name this row.  Opens are split into human ones (a person
+    looked, as far as can be told) and machine ones (Apple Mail Privacy
+    Protection, scanners, prefetching); a click or a reply proves an open.
+    """
+
+    __tablename__ = "sent_recipients"
+
+    email_id: Mapped[int] = mapped_column(BigId, ForeignKey("emails.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(8), default="to")
+    first_human_open_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    human_opens: Mapped[int] = mapped_column(Integer, default=0)
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    last_activity_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    replied_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("email_id", "address"),
+        Index("ix_sent_recipients_address", "address"),
+    )
+
+
+class TrackedLink(IdMixin, Base):
+    """A link of a sent mail, recorded at send time: the only places its clicks may go."""
+
+    __tablename__ = "tracked_links"
+
+    email_id: Mapped[int] = mapped_column(BigId, ForeignKey("emails.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("email_id", "position"),)
+
+
+class TrackingHit(IdMixin, Base):
+    """One request for a pixel or a click link, with how it was classed."""
+
+    __tablename__ = "tracking_hits"
+
+    recipient_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("sent_recipients.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(12))  # open | click
+    link_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("tracked_links.id", ondelete="SET NULL"), default=None
+    )
+    # human | apple_mpp | gmail_proxy | scanner | prefetch | preview
+    hit_class: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class MailOptOut(IdMixin, Base):
+    """An address that must not receive bulk mail again (unsubscribed, or bounced)."""
+
+    __tablename__ = "mail_opt_outs"
+
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))  # unsubscribed | bounced | manual
+    email_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("emails.id", ondelete="SET NULL"), default=None
+    )
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)

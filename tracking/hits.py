@@ -1,0 +1,174 @@
+"""HitWriter: tracking hits are answered at once and written in batches, none lost.
+
+The pixel handler must not wait for the store, so hits queue in memory and a
+flusher writes them every ``flush_every_s``: the hit rows with one multi-row
+INSERT, and each recipient's counters with one UPDATE per recipient.  The queue
+is bounded: when the store stalls and it fills, handlers wait for room (slower
+answers) rather than dropping hits.  A failed write keeps its hits for the
+next attempt.  ``stop`` sets a flag and waits for the flush in progress and a
+last one, never cancelling a flush half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from store.bulk import insert_rows
+from store.db import Store
+from store.models import SentRecipient, TrackingHit
+from tracking.classes import HUMAN_CLASSES, MACHINE_CLASSES
+
+log = logging.getLogger(__name__)
+FLUSH_EVERY_S = 0.2
+MAX_PENDING = 100_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    recipient_id: int
+    kind: str  # open | click
+    hit_class: str
+    at: dt.datetime
+    link_id: int | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class _Tally:
+    human_opens: int = 0
+    machine_opens: int = 0
+    clicks: int = 0
+    first_human: dt.datetime | None = None
+    last: dt.datetime | None = None
+    hits: list[Hit] = field(default_factory=list)
+
+    def add(self, hit: Hit) -> None:
+        human = hit.hit_class in HUMAN_CLASSES
+        if hit.kind == "open":
+            self.human_opens += human
+            self.machine_opens += hit.hit_class in MACHINE_CLASSES
+        elif hit.kind == "click":
+            self.clicks += human
+        if human:
+            # A person's click proves an open as much as the pixel does.
+            self.first_human = min(self.first_human or hit.at, hit.at)
+        if human or hit.hit_class in MACHINE_CLASSES:
+            self.last = max(self.last or hit.at, hit.at)
+
+
+_RECIPIENTS: Table = SentRecipient.__table__  # type: ignore[assignment]
+_BUMP = (
+    update(_RECIPIENTS)
+    .where(SentRecipient.id == bindparam("rid"))
+    .values(
+        human_opens=SentRecipient.human_opens + bindparam("human_opens"),
+        machine_opens=SentRecipient.machine_opens + bindparam("machine_opens"),
+        clicks=SentRecipient.clicks + bindparam("clicks"),
+        first_human_open_at=func.coalesce(
+            SentRecipient.first_human_open_at,
+            bindparam("first_human", type_=SentRecipient.first_human_open_at.type),
+        ),
+        last_activity_at=func.coalesce(
+            bindparam("last", type_=SentRecipient.last_activity_at.type),
+            SentRecipient.last_activity_at,
+        ),
+    )
+)
+
+
+class HitWriter:
+    def __init__(
+        self, store: Store, flush_every_s: float = FLUSH_EVERY_S, max_pending: int = MAX_PENDING
+    ) -> None:
+        self.store = store
+        self.flush_every_s = flush_every_s
+        self.max_pending = max_pending
+        self.written = 0
+        self._pending: deque[Hit] = deque()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tracking-hit-writer")
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def add(self, hit: Hit) -> None:
+        """Queue one hit; waits only while the queue is full."""
+        while len(self._pending) >= self.max_pending:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self._pending.append(hit)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_every_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except SQLAlchemyError as err:
+                log.warning(
+                    "tracking hits not written yet (%d waiting): %s", len(self._pending), err
+                )
+                await asyncio.sleep(self.flush_every_s)
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Write every queued hit now; returns how many.  On failure they stay queued."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        if not self._pending:
+            return 0
+        batch = list(self._pending)
+        tallies: dict[int, _Tally] = {}
+        for hit in batch:
+            tallies.setdefault(hit.recipient_id, _Tally()).add(hit)
+        rows = [
+            {"recipient_id": h.recipient_id, "kind": h.kind, "link_id": h.link_id,
+             "hit_class": h.hit_class, "at": h.at, "ip": h.ip,
+             "user_agent": (h.user_agent or "")[:500] or None}
+            for h in batch
+        ]  # fmt: skip
+        bumps = [
+            {"rid": rid, "human_opens": t.human_opens, "machine_opens": t.machine_opens,
+             "clicks": t.clicks, "first_human": t.first_human, "last": t.last}
+            for rid, t in tallies.items()
+        ]  # fmt: skip
+        async with self.store.session() as session, session.begin():
+            await insert_rows(session, TrackingHit, rows)
+            await session.execute(_BUMP, bumps)
+        for _ in batch:
+            self._pending.popleft()
+        self.written += len(batch)
+        self._room.set()
+        return len(batch)
+
+    async def stop(self) -> None:
+        """Write what is queued and stop; the flush in progress is awaited, not cancelled."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        else:
+            await self.flush()
