@@ -9,6 +9,7 @@ counts as a person.  The CRM's own preview never counts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -38,12 +39,25 @@ SCANNER_AGENTS = re.compile(
 SCANNER_CLICK_WINDOW_S = 10.0
 
 
-def _in(ip: str | None, networks: tuple[Network, ...]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _apple(ip: str | None) -> bool:
     try:
         address = ipaddress.ip_address(ip or "")
     except ValueError:
         return False
-    return any(address in net for net in networks)
+    return any(address in net for net in APPLE_NETWORKS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _by_agent(agent: str) -> str:
+    """The class a User-Agent alone gives (the same few agents come again and again)."""
+    if "GoogleImageProxy" in agent:
+        return GMAIL_PROXY
+    if agent == "Mozilla/5.0":
+        return APPLE_MPP
+    if not agent or SCANNER_AGENTS.search(agent):
+        return SCANNER
+    return HUMAN
 
 
 def classify_hit(
@@ -58,16 +72,19 @@ def classify_hit(
     """The class of one request for a pixel (``kind="open"``) or a link (``"click"``)."""
     if preview:
         return PREVIEW
-    purpose = " ".join(headers.get(h, "") for h in ("Purpose", "Sec-Purpose", "X-Purpose", "X-Moz"))
-    if method == "HEAD" or "prefetch" in purpose.lower() or "preview" in purpose.lower():
+    if method == "HEAD":
         return PREFETCH
-    agent = headers.get("User-Agent", "").strip()
-    if "GoogleImageProxy" in agent:
+    for header in ("Purpose", "Sec-Purpose", "X-Purpose", "X-Moz"):
+        value = headers.get(header)
+        if value and ("prefetch" in value.lower() or "preview" in value.lower()):
+            return PREFETCH
+    by_agent = _by_agent(headers.get("User-Agent", "").strip())
+    if by_agent == GMAIL_PROXY:
         return GMAIL_PROXY
-    if _in(ip, APPLE_NETWORKS) or agent == "Mozilla/5.0":
+    if _apple(ip):
         return APPLE_MPP
-    if not agent or SCANNER_AGENTS.search(agent):
-        return SCANNER
+    if by_agent != HUMAN:
+        return by_agent
     if kind == "click" and seconds_since_sent is not None:
         if seconds_since_sent < SCANNER_CLICK_WINDOW_S:
             return SCANNER

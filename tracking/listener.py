@@ -61,10 +61,11 @@ async def _record(
         method=request.method, headers=request.headers, ip=_client_ip(request), kind=kind,
         preview=who.purpose == PREVIEW, seconds_since_sent=since,
     )  # fmt: skip
-    await request.app[WRITER_KEY].add(
-        Hit(who.recipient_id, kind, hit_class, now, link_id, _client_ip(request),
-            request.headers.get("User-Agent"))
-    )  # fmt: skip
+    hit = Hit(who.recipient_id, kind, hit_class, now, link_id, _client_ip(request),
+              request.headers.get("User-Agent"))  # fmt: skip
+    writer = request.app[WRITER_KEY]
+    if not writer.add_nowait(hit):
+        await writer.add(hit)  # the store is behind: answer when there is room
 
 
 async def pixel(request: web.Request) -> web.Response:

@@ -1,0 +1,236 @@
+"""The open pixel under load, against a bare aiohttp handler serving the same GIF.
+
+Runs `wrk` (Debian package) for the same time against (1) a bare aiohttp
+server that returns the 43-byte GIF and does nothing else and (2) Rapport's
+tracking listener (token check, hit class, batched writes to the store), each
+server a single process on its own core with wrk on the other.  Prints
+requests/s and p99 for both and their ratio, then stops the tracking server
+gracefully and checks that every request wrk completed is stored as a hit.
+Goal (mail-out issue): ratio >= 0.8 with every hit stored.
+Needs wrk; PostgreSQL on 127.0.0.1 for the PostgreSQL row.
+Run: .venv/bin/python bench/pixel.py [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from store.base import utcnow  # noqa: E402
+from store.db import open_store  # noqa: E402
+from store.migrate import upgrade_to_head  # noqa: E402
+from store.models import Direction, Email, TrackingHit  # noqa: E402
+from tracking.listener import NO_CACHE, PIXEL, create_app  # noqa: E402
+from tracking.sent import record_sent  # noqa: E402
+from tracking.tokens import TokenSigner  # noqa: E402
+
+PG_ADMIN_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
+KEY = b"bench-key-for-the-pixel-0123456789"
+RECIPIENTS = 200
+AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# The servers: run in child processes (this file with --serve) ---------------------------
+
+
+async def serve(kind: str, port: int, url: str, blobs: Path, answered_file: Path) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if kind == "bare":
+
+        async def gif(_request: web.Request) -> web.Response:
+            return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
+
+        app = web.Application()
+        app.router.add_get("/o/{token}.gif", gif)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await stop.wait()
+        await runner.cleanup()
+        return
+    async with open_store(url, blobs) as store:
+        app = create_app(store, TokenSigner([KEY]))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await stop.wait()
+        await runner.cleanup()  # the hit writer's last flush happens here
+
+
+# The driver ------------------------------------------------------------------------------
+
+
+async def prepare(url: str) -> list[str]:
+    """An outbound mail with RECIPIENTS recipients; their pixel paths."""
+    await upgrade_to_head(url)
+    async with open_store(url, Path(tempfile.mkdtemp())) as store:
+        async with store.session() as session, session.begin():
+            email = Email(direction=Direction.OUTBOUND, subject="bench", sent_at=utcnow())
+            session.add(email)
+            await session.flush()
+            ids = await record_sent(
+                session, email.id, [("to", f"r{n}@bench.cn") for n in range(RECIPIENTS)]
+            )
+    signer = TokenSigner([KEY])
+    return [f"/o/{signer.sign(rid)}.gif" for rid in ids.values()]
+
+
+async def stored_hits(url: str) -> int:
+    async with open_store(url, Path(tempfile.mkdtemp())) as store, store.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(TrackingHit)) or 0)
+
+
+def wrk(
+    port: int, paths: list[str], seconds: int, connections: int, work: Path
+) -> dict[str, float]:
+    script = work / "paths.lua"
+    listed = ", ".join(f'"{p}"' for p in paths)
+    script.write_text(
+        f"local paths = {{{listed}}}\nlocal n = 0\n"
+        f'wrk.headers["User-Agent"] = "{AGENT}"\n'
+        "request = function()\n  n = n + 1\n  return wrk.format(nil, paths[(n % #paths) + 1])\nend\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    assert p99 is not None, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rate": rate, "total": total, "p99_ms": float(p99.group(1)) * scale,
+            "non_2xx": float(errors.group(1)) if errors else 0.0}  # fmt: skip
+
+
+def run_server(kind: str, url: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--url", url,
+         "--blobs", str(work / "blobs"), "--answered", str(work / f"{kind}.answered")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process, port
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"the {kind} server did not start")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+def measure(
+    kind: str, url: str, paths: list[str], args: argparse.Namespace, work: Path
+) -> dict[str, float]:
+    process, port = run_server(kind, url, work)
+    try:
+        wrk(port, paths, 1, args.connections, work)  # warm up: imports, connections, caches
+        if kind != "bare":
+            time.sleep(0.5)
+            before = asyncio.run(stored_hits(url))
+        result = wrk(port, paths, args.seconds, args.connections, work)
+    finally:
+        stop_server(process)
+    if kind != "bare":
+        result["stored"] = asyncio.run(stored_hits(url)) - before
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--pg-url", default=PG_ADMIN_URL)
+    parser.add_argument("--serve", choices=["bare", "sqlite", "postgresql"])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--url")
+    parser.add_argument("--blobs", type=Path)
+    parser.add_argument("--answered", type=Path)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.port, args.url, args.blobs, args.answered))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="rapport-pixel-"))
+    sqlite_url = f"sqlite+aiosqlite:///{work}/pixel.db"
+    paths = asyncio.run(prepare(sqlite_url))
+    rows = [("bare aiohttp GIF handler", measure("bare", sqlite_url, paths, args, work))]
+    rows.append(("Rapport pixel, SQLite", measure("sqlite", sqlite_url, paths, args, work)))
+    name = f"rapport_pixel_{uuid.uuid4().hex[:8]}"
+    admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def create_db() -> None:
+        conn = await asyncpg.connect(admin, timeout=5)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    async def drop_db() -> None:
+        conn = await asyncpg.connect(admin, timeout=5)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    try:
+        asyncio.run(create_db())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        print(f"PostgreSQL not measured: {err}")
+    else:
+        try:
+            pg_url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
+            pg_paths = asyncio.run(prepare(pg_url))
+            rows.append(
+                ("Rapport pixel, PostgreSQL", measure("postgresql", pg_url, pg_paths, args, work))
+            )
+        finally:
+            asyncio.run(drop_db())
+
+    bare = rows[0][1]["rate"]
+    print(
+        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, one server process; goal: ratio >= 0.80, every hit stored"
+    )
+    print(f"{'server':<28} {'req/s':>9} {'p99 ms':>8} {'ratio':>6} {'requests':>9} {'stored':>9}")
+    for label, r in rows:
+        stored = f"{int(r['stored']):>9}" if "stored" in r else f"{'':>9}"
+        print(f"{label:<28} {r['rate']:>9.0f} {r['p99_ms']:>8.1f} {r['rate'] / bare:>6.2f} "
+              f"{int(r['total']):>9} {stored}")  # fmt: skip
+    for label, r in rows[1:]:
+        verdict = "all stored" if r["stored"] >= r["total"] else "HITS MISSING"
+        extra = r["stored"] - r["total"]
+        note = f" ({int(extra)} more answered after wrk's clock stopped)" if extra > 0 else ""
+        print(f"{label}: {verdict}{note}; non-2xx answers: {int(r['non_2xx'])}")
+
+
+if __name__ == "__main__":
+    main()
