@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import BindParameter, cast, column, func, select
@@ -43,9 +43,14 @@ def json_rows(session: AsyncSession, payload: BindParameter[Any], columns: dict[
     )
 
 
-def json_timestamp(session: AsyncSession, value: dt.datetime) -> str:
-    """``value`` (aware) as the text each engine reads into a UTC timestamp column."""
-    utc = value.astimezone(dt.UTC)
-    if session.get_bind().dialect.name == "postgresql":
-        return utc.isoformat()
-    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")  # how SQLAlchemy stores DATETIME in SQLite
+def json_timestamps(session: AsyncSession) -> Callable[[dt.datetime], str]:
+    """How to write an aware timestamp as the text this engine reads into a UTC column."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+
+    def write(value: dt.datetime) -> str:
+        utc = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
+        text = utc.isoformat(sep=" ", timespec="microseconds")  # ...+00:00
+        # SQLite: the form SQLAlchemy stores a DATETIME in, without the offset.
+        return text if postgres else text[:26]
+
+    return write

@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.db import Store
-from store.dialect import json_rows, json_timestamp
+from store.dialect import json_rows, json_timestamps
 from store.models import SentRecipient, TrackingHit
 from tracking.classes import HUMAN_CLASSES, MACHINE_CLASSES
 
@@ -48,7 +48,7 @@ FLUSH_EVERY_S = 0.2
 MAX_PENDING = 100_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     recipient_id: int
     kind: str  # open | click
@@ -180,13 +180,14 @@ class HitWriter:
         for hit in batch:
             tallies.setdefault(hit.recipient_id, _Tally()).add(hit)
         async with self.store.session() as session, session.begin():
+            write = json_timestamps(session)
 
             def stamp(value: dt.datetime | None) -> str | None:
-                return None if value is None else json_timestamp(session, value)
+                return None if value is None else write(value)
 
             rows = [
                 {"recipient_id": h.recipient_id, "kind": h.kind, "link_id": h.link_id,
-                 "hit_class": h.hit_class, "at": stamp(h.at), "ip": h.ip,
+                 "hit_class": h.hit_class, "at": write(h.at), "ip": h.ip,
                  "user_agent": (h.user_agent or "")[:500] or None}
                 for h in batch
             ]  # fmt: skip

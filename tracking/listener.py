@@ -47,22 +47,23 @@ def _verified(request: web.Request) -> Verified | None:
     return request.app[SIGNER_KEY].verify(request.match_info["token"])
 
 
-def _client_ip(request: web.Request) -> str | None:
-    return request.remote
-
-
-async def _record(
+def _hit(
     request: web.Request, who: Verified, kind: str, *, link_id: int | None = None,
     sent_at: dt.datetime | None = None,
-) -> None:  # fmt: skip
+) -> Hit:  # fmt: skip
     now = utcnow()
     since = (now - sent_at).total_seconds() if sent_at is not None else None
+    ip = request.remote
     hit_class = classify_hit(
-        method=request.method, headers=request.headers, ip=_client_ip(request), kind=kind,
+        method=request.method, headers=request.headers, ip=ip, kind=kind,
         preview=who.purpose == PREVIEW, seconds_since_sent=since,
     )  # fmt: skip
-    hit = Hit(who.recipient_id, kind, hit_class, now, link_id, _client_ip(request),
-              request.headers.get("User-Agent"))  # fmt: skip
+    return Hit(
+        who.recipient_id, kind, hit_class, now, link_id, ip, request.headers.get("User-Agent")
+    )
+
+
+async def _record(request: web.Request, hit: Hit) -> None:
     writer = request.app[WRITER_KEY]
     if not writer.add_nowait(hit):
         await writer.add(hit)  # the store is behind: answer when there is room
@@ -72,7 +73,10 @@ async def pixel(request: web.Request) -> web.Response:
     who = _verified(request)
     if who is None:
         raise web.HTTPNotFound()
-    await _record(request, who, "open")
+    writer = request.app[WRITER_KEY]
+    hit = _hit(request, who, "open")
+    if not writer.add_nowait(hit):
+        await writer.add(hit)  # the store is behind: answer when there is room
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
 
 
@@ -93,7 +97,7 @@ async def click(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound()
     link_id, url, sent_at = found
-    await _record(request, who, "click", link_id=link_id, sent_at=sent_at)
+    await _record(request, _hit(request, who, "click", link_id=link_id, sent_at=sent_at))
     raise web.HTTPFound(url, headers=NO_CACHE)
 
 
@@ -165,8 +169,8 @@ def create_app(
 
     app.on_startup.append(start_writer)
     app.on_cleanup.append(stop_writer)
+    app.router.add_get("/o/{token}.gif", pixel)  # GET also answers HEAD; first: the busiest
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/o/{token}.gif", pixel)  # GET also answers HEAD
     app.router.add_get("/c/{token}/{n}", click)
     app.router.add_get("/u/{token}", unsubscribe_page)
     app.router.add_post("/u/{token}", unsubscribe)

@@ -173,6 +173,7 @@ async def test_every_hit_is_written_on_a_graceful_stop(store: Store, sent: dict[
     writer = HitWriter(store, flush_every_s=60)  # it would not flush by itself for a minute
     app = create_app(store, TokenSigner([KEY]), writer)
     token = TokenSigner([KEY]).sign(sent["wang.fang@jinlong.cn"])
+    began = utcnow()
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         for _ in range(250):
             assert (
@@ -182,4 +183,12 @@ async def test_every_hit_is_written_on_a_graceful_stop(store: Store, sent: dict[
     # Leaving the client stops the server: its cleanup waits for the last flush.
     async with store.session() as session:
         assert await session.scalar(select(func.count()).select_from(TrackingHit)) == 250
+        earliest, latest = (
+            await session.execute(select(func.min(TrackingHit.at), func.max(TrackingHit.at)))
+        ).one()
+        recipient = await session.get(SentRecipient, sent["wang.fang@jinlong.cn"])
+    # Timestamps come back as the UTC instants they were written as, on both engines.
+    assert began <= earliest <= latest <= utcnow()
+    assert recipient is not None and recipient.first_human_open_at == earliest
+    assert recipient.last_activity_at == latest
     assert await counts(store, sent["wang.fang@jinlong.cn"]) == (250, 0, 0, True)
