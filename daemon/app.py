@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.config import Config
+from daemon.heap import settle_after_start
 from daemon.http import add_health_routes
 from daemon.listeners import HttpListener
 from daemon.metrics import Metrics
@@ -197,6 +198,7 @@ async def run_daemon(config: Config) -> int:
 
         async def announce_ready() -> None:
             await web_ready.wait()
+            settle_after_start()
             notifier.ready("serving")
             log.info("rapport is serving: web UI on http://%s:%d", config.web.host, config.web.port)
 
