@@ -54,7 +54,7 @@ class TrackingHit(IdMixin, Base):
     __tablename__ = "tracking_hits"
 
     recipient_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("sent_recipients.id", ondelete="CASCADE"), index=True
+        BigId, ForeignKey("sent_recipients.id", ondelete="CASCADE")
     )
     kind: Mapped[str] = mapped_column(String(12))  # open | click
     link_id: Mapped[int | None] = mapped_column(
@@ -62,9 +62,12 @@ class TrackingHit(IdMixin, Base):
     )
     # human | apple_mpp | gmail_proxy | scanner | prefetch | preview
     hit_class: Mapped[str] = mapped_column(String(16))
-    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(500), default=None)
+
+    # One index, not two: every hit written updates it (a recipient's hits in time order).
+    __table_args__ = (Index("ix_tracking_hits_recipient_at", "recipient_id", "at"),)
 
 
 class MailOptOut(IdMixin, Base):
