@@ -28,6 +28,8 @@ from store.db import Store, open_store
 from store.migrate import upgrade_to_head
 from store.users import ensure_admin
 from tracking import listener as tracking_listener
+from tracking.compose import Sender
+from tracking.outbox import OutboxSender, RelaySettings
 from tracking.tokens import TokenSigner
 from web import app as web_app
 
@@ -154,7 +156,20 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
     if config.smtp_relay.host is None:
         supervisor.add_disabled("outbox", "not configured: no [smtp_relay] host")
     else:
-        supervisor.add_disabled("outbox", "the outbox sender is not built yet")
+        relay = config.smtp_relay
+        supervisor.add(
+            OutboxSender(
+                store,
+                RelaySettings(
+                    host=relay.host or "", port=relay.port, security=relay.security,
+                    username=relay.username,
+                    password=relay.password.reveal() if relay.password else None,
+                ),
+                Sender(address=relay.from_address or "", name=relay.from_name),
+                signer,
+                config.tracking.base_url,
+            )
+        )  # fmt: skip
 
 
 async def _announce_admin(config: Config, store: Store) -> None:

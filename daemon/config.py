@@ -136,10 +136,13 @@ class SmtpRelayConfig(_Section):
     username: str | None = None
     password: SecretStr | None = None
     from_address: str | None = None
+    from_name: str = ""
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
         problems = []
+        if self.host and not self.from_address:
+            problems.append("from_address is needed: the shared address all mail leaves under")
         if self.host and self.security == "plain" and not _is_loopback(self.host):
             problems.append(f"security 'plain' would send passwords in clear to {self.host}")
         if self.username and self.password is None:

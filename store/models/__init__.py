@@ -33,7 +33,13 @@ from store.models.crm import (
 from store.models.identity import EmailIdentity, PhoneIdentity
 from store.models.mail import ImapAction, ImapCursor, MailRule
 from store.models.meta import AuditEntry, Tag, Tagging
-from store.models.tracking import MailOptOut, SentRecipient, TrackedLink, TrackingHit
+from store.models.tracking import (
+    MailOptOut,
+    OutboxEntry,
+    SentRecipient,
+    TrackedLink,
+    TrackingHit,
+)
 
 # The CRM records that activities, identities, tags and audit entries point at.
 RECORD_TYPES: dict[str, type[Base]] = {
@@ -80,6 +86,7 @@ __all__ = [
     "MailOptOut",
     "MailRule",
     "Opportunity",
+    "OutboxEntry",
     "PhoneIdentity",
     "PipelineStage",
     "RecordScope",

@@ -29,6 +29,11 @@ class SentRecipient(IdMixin, Base):
     clicks: Mapped[int] = mapped_column(Integer, default=0)
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     replied_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Delivery through the outbox: queued | sending | sent | failed | skipped.
+    delivery: Mapped[str] = mapped_column(String(12), default="queued")
+    delivery_error: Mapped[str | None] = mapped_column(Text, default=None)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
         UniqueConstraint("email_id", "address"),
@@ -81,3 +86,25 @@ class MailOptOut(IdMixin, Base):
         BigId, ForeignKey("emails.id", ondelete="SET NULL"), default=None
     )
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OutboxEntry(IdMixin, Base):
+    """A mail waiting in (or gone through) the shared outbox; one per outbound email."""
+
+    __tablename__ = "outbox"
+
+    email_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("emails.id", ondelete="CASCADE"), unique=True
+    )
+    state: Mapped[str] = mapped_column(
+        String(12), default="queued", index=True
+    )  # queued|sent|failed
+    bulk: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    queued_by_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)

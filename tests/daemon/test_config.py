@@ -53,7 +53,8 @@ def test_every_problem_is_listed_with_file_and_key(tmp_path: Path) -> None:
         "asterisk.pbx.0:",
         "would send passwords in clear to 10.0.0.5",
         "missing secret: secret for PBX 'hq'",
-        "smtp_relay: missing secret: password",
+        "smtp_relay: from_address is needed",
+        "missing secret: password",
         "bogus: unknown key",
     ):
         assert expected in text, expected
@@ -101,7 +102,7 @@ def test_secrets_come_from_env_or_file_and_are_masked(tmp_path: Path) -> None:
     secret_file.write_text("from-a-file\n")
     path = tmp_path / "rapport.toml"
     path.write_text(
-        "[smtp_relay]\nhost = 'smtp.example.com'\nusername = 'me'\n"
+        "[smtp_relay]\nhost = 'smtp.example.com'\nusername = 'me'\nfrom_address = 'crm@example.com'\n"
         f"password = 'file:{secret_file}'\n"
         "[[asterisk.pbx]]\nname = 'hq'\nhost = '127.0.0.1'\nusername = 'u'\n"
         "secret = 'env:AMI_SECRET'\n"

@@ -1,8 +1,8 @@
-"""tracking
+"""tracking and outbox
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-23 09:43:22.991843
+Create Date: 2026-11-23 09:45:57.228777
 """
 
 from collections.abc import Sequence
@@ -42,6 +42,43 @@ def upgrade() -> None:
         sa.UniqueConstraint("address", name=op.f("uq_mail_opt_outs_address")),
     )
     op.create_table(
+        "outbox",
+        sa.Column("email_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("bulk", sa.Boolean(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", store.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column(
+            "queued_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("created_at", store.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", store.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["email_id"], ["emails.id"], name=op.f("fk_outbox_email_id_emails"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["queued_by_id"],
+            ["users.id"],
+            name=op.f("fk_outbox_queued_by_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("email_id", name=op.f("uq_outbox_email_id")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbox_next_attempt_at"), ["next_attempt_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_outbox_state"), ["state"], unique=False)
+
+    op.create_table(
         "sent_recipients",
         sa.Column("email_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("address", sa.String(length=320), nullable=False),
@@ -52,6 +89,10 @@ def upgrade() -> None:
         sa.Column("clicks", sa.Integer(), nullable=False),
         sa.Column("last_activity_at", store.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("replied_at", store.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivery", sa.String(length=12), nullable=False),
+        sa.Column("delivery_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", store.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("send_attempts", sa.Integer(), nullable=False),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -142,5 +183,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_sent_recipients_address")
 
     op.drop_table("sent_recipients")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_state"))
+        batch_op.drop_index(batch_op.f("ix_outbox_next_attempt_at"))
+
+    op.drop_table("outbox")
     op.drop_table("mail_opt_outs")
     # ### end Alembic commands ###
