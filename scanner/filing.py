@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.classify import Classification
@@ -48,6 +48,7 @@ from store.models import (
     InboundJournal,
     JournalState,
     Lead,
+    SentRecipient,
 )
 from store.tags import tag_record
 
@@ -112,6 +113,8 @@ class _Plan:
     lead: Lead | None = None
     records: list[Ref] = field(default_factory=list)
     rules: RuleOutcome | None = None
+    # Stored emails this one answers: if Rapport sent them, the reply proves they were read.
+    answers: list[int] = field(default_factory=list)
 
 
 def location_of(journal: InboundJournal) -> tuple[str, str, int, int]:
@@ -380,7 +383,9 @@ async def _decide(
         filed_under=[] if rules.skip else records,
     )  # fmt: skip
     known.remember(email)
-    return _Plan(item, email, row=row, thread=thread, lead=lead, records=records, rules=rules)
+    answers = [e.id for e in earlier if e.id is not None]
+    return _Plan(item, email, row=row, thread=thread, lead=lead, records=records, rules=rules,
+                 answers=answers)  # fmt: skip
 
 
 def _participants(email_id: int, mail: ParsedMail) -> list[dict[str, Any]]:
@@ -434,6 +439,22 @@ class _Rows:
         await insert_rows(session, Attachment, self.attachments)
         await insert_rows(session, EmailLocation, self.locations)
         await insert_rows(session, ImapAction, self.imap_actions)
+
+
+async def _mark_replied(
+    session: AsyncSession, email_ids: list[int], sender: str, now: dt.datetime
+) -> None:
+    """A recipient answered mail we sent: it was read, whatever the pixel saw."""
+    await session.execute(
+        update(SentRecipient)
+        .where(SentRecipient.email_id.in_(email_ids), SentRecipient.address == sender)
+        .values(
+            replied_at=func.coalesce(SentRecipient.replied_at, now),
+            first_human_open_at=func.coalesce(SentRecipient.first_human_open_at, now),
+            last_activity_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _mark_bounced(session: AsyncSession, verdict: Classification, now: dt.datetime) -> None:
@@ -536,6 +557,12 @@ async def file_batch(
             update(EmailThread).where(EmailThread.id.in_(chunk)).values(last_at=now)
         )
     for plan in new:
+        if (
+            plan.answers
+            and plan.email.from_address
+            and plan.incoming.reading.verdict.kind == "normal"
+        ):
+            await _mark_replied(session, plan.answers, plan.email.from_address, now)
         if plan.incoming.reading.verdict.kind == "bounce":
             await _mark_bounced(session, plan.incoming.reading.verdict, now)
         if plan.rules is not None and not plan.rules.skip:

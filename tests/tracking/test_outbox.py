@@ -248,6 +248,9 @@ async def test_a_reply_to_a_sent_mail_joins_its_thread(
         assert sent is not None and answer is not None and answer.thread_id == sent.thread_id
         history = await timeline(session, "contact", contact_id)
     assert [a.email_id for a in history] == [outcome.email_id, email_id]
+    # The reply proves the mail was read, though no pixel was ever loaded.
+    answered = (await recipients(store, email_id))["wang.fang@jinlong.cn"]
+    assert answered.replied_at is not None and answered.first_human_open_at is not None
 
 
 async def test_bad_input_is_refused_with_every_problem(store: Store) -> None:
