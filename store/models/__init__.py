@@ -35,6 +35,7 @@ from store.models.mail import ImapAction, ImapCursor, MailRule
 from store.models.meta import AuditEntry, Tag, Tagging
 from store.models.tracking import (
     MailOptOut,
+    MailTemplate,
     OutboxEntry,
     SentRecipient,
     TrackedLink,
@@ -85,6 +86,7 @@ __all__ = [
     "LeadStatus",
     "MailOptOut",
     "MailRule",
+    "MailTemplate",
     "Opportunity",
     "OutboxEntry",
     "PhoneIdentity",

@@ -108,3 +108,19 @@ class OutboxEntry(IdMixin, Base):
     )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class MailTemplate(IdMixin, Base):
+    """A mail template (Jinja2, sandboxed) in one language: subject, HTML and text."""
+
+    __tablename__ = "mail_templates"
+
+    name: Mapped[str] = mapped_column(String(120))
+    language: Mapped[str] = mapped_column(String(16), default="zh-CN")
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", "language"),)
