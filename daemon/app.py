@@ -164,6 +164,7 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
                     host=relay.host or "", port=relay.port, security=relay.security,
                     username=relay.username,
                     password=relay.password.reveal() if relay.password else None,
+                    ca_file=str(relay.ca_file) if relay.ca_file else None,
                 ),
                 Sender(address=relay.from_address or "", name=relay.from_name),
                 signer,

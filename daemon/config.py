@@ -137,6 +137,7 @@ class SmtpRelayConfig(_Section):
     password: SecretStr | None = None
     from_address: str | None = None
     from_name: str = ""
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Self:

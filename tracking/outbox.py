@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.activities import RecordRef, log_activity
 from store.base import utcnow
 from store.db import Store
-from store.errors import ValidationError
+from store.errors import AuthError, ValidationError
 from store.identity import normalise_email
 from store.models import (
     ActivityKind,
@@ -86,6 +86,8 @@ class RelaySettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
+    # A private CA to trust for the relay's certificate (an in-house relay), else the system's.
+    ca_file: str | None = None
 
 
 def _addresses(draft: Draft) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -294,7 +296,7 @@ class OutboxSender:
 
     def _connect(self) -> smtplib.SMTP:
         relay = self.relay
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=relay.ca_file)
         connection: smtplib.SMTP
         if relay.security == "tls":
             connection = smtplib.SMTP_SSL(
@@ -305,7 +307,16 @@ class OutboxSender:
             if relay.security == "starttls":
                 connection.starttls(context=context)
         if relay.username:
-            connection.login(relay.username, relay.password or "")
+            try:
+                connection.login(relay.username, relay.password or "")
+            except smtplib.SMTPAuthenticationError as err:
+                with contextlib.suppress(OSError, smtplib.SMTPException):
+                    connection.quit()
+                # Retrying cannot help: stop the sender and show it (the mail stays queued).
+                raise AuthError(
+                    f"relay {relay.host}:{relay.port} refused the login of {relay.username!r}: "
+                    f"{err.smtp_code} {_text(err.smtp_error)}"
+                ) from err
         return connection
 
     def _send(self, connection: smtplib.SMTP, address: str, raw: bytes) -> None:

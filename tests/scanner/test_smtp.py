@@ -15,6 +15,7 @@ from sqlalchemy import select
 from scanner.smtp import SmtpIngress, SmtpIngressSettings, accepts
 from store.db import Store
 from store.models import InboundJournal, JournalState
+from tests.peers.tls import self_signed
 
 MESSAGE = (
     b"From: =?gb2312?B?1cXI/Q==?= <zhang@example.cn>\r\n"
@@ -168,22 +169,10 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
         await asyncio.gather(processor, return_exceptions=True)
 
 
-def _self_signed(tmp: Path) -> tuple[str, str]:
-    import subprocess
-
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return str(cert), str(key)
-
-
 async def test_starttls_and_auth_are_required_when_configured(store: Store, tmp_path: Path) -> None:
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     options = {"tls_cert": cert, "tls_key": key, "require_tls": True,
                "auth_username": "relay", "auth_password": "s3cret-pass"}  # fmt: skip
     client_tls = ssl.create_default_context()

@@ -6,20 +6,25 @@ import datetime as dt
 import email
 import email.policy
 import socket
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from scanner.pipeline import MailPipeline, PipelineSettings
+from scanner.smtp import TlsSMTP
 from store.activities import timeline
 from store.base import utcnow
 from store.db import Store
-from store.errors import ValidationError
+from store.errors import AuthError, ValidationError
 from store.identity import index_record
 from store.models import Contact, Email, MailOptOut, OutboxEntry, SentRecipient
+from tests.peers.tls import self_signed
 from tests.scanner.test_pipeline import ingest
 from tracking.compose import Sender
 from tracking.outbox import INTERRUPTED_TWICE, Draft, OutboxSender, RelaySettings, queue_mail
@@ -257,3 +262,52 @@ async def test_bad_input_is_refused_with_every_problem(store: Store) -> None:
     with pytest.raises(ValidationError) as refused:
         await queue_mail(store, Draft(to=["not an address"], subject=" ", text="x"), SENDER)
     assert set(refused.value.errors) == {"to", "subject"}
+
+
+class TlsController(Controller):
+    """aiosmtpd's own STARTTLS stalls on Python 3.11; the daemon's ingress class works."""
+
+    def factory(self) -> TlsSMTP:
+        return TlsSMTP(self.handler, **self.SMTP_kwargs)
+
+
+@pytest.fixture
+def tls_relay(tmp_path: Path) -> Iterator[tuple[Relay, int, str]]:
+    """A relay that insists on STARTTLS and a login, as a real company relay does."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        good = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            b"crm",
+            b"relay-pass",
+        )
+        return AuthResult(success=good, handled=False)  # False: let the server answer 535
+
+    handler, port = Relay(), free_port()
+    controller = TlsController(handler, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, authenticator=authenticator, auth_required=True)  # fmt: skip
+    controller.start()
+    try:
+        yield handler, port, cert
+    finally:
+        controller.stop()
+
+
+async def test_starttls_and_login_and_a_refused_login_stops_the_sender(
+    store: Store, tls_relay: tuple[Relay, int, str]
+) -> None:
+    handler, port, ca = tls_relay
+    email_id = await queue_mail(store, Draft(to=["a@jinlong.cn"], subject="s", text="x"), SENDER)
+    wrong = RelaySettings("127.0.0.1", port, "starttls", "crm", "not-the-password", ca_file=ca)
+    with pytest.raises(AuthError, match="refused the login of 'crm'"):
+        await OutboxSender(store, wrong, SENDER, SIGNER, BASE).deliver_due()
+    assert (await entry_of(store, email_id)).state == "queued"  # nothing lost, nothing failed
+    assert (await recipients(store, email_id))["a@jinlong.cn"].delivery == "queued"
+
+    right = RelaySettings("127.0.0.1", port, "starttls", "crm", "relay-pass", ca_file=ca)
+    await OutboxSender(store, right, SENDER, SIGNER, BASE).deliver_due()
+    assert (await entry_of(store, email_id)).state == "sent" and len(handler.messages) == 1
