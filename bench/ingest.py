@@ -18,22 +18,18 @@ import base64
 import random
 import shutil
 import smtplib
-import socket
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 import mailparser  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from scanner.imap import ImapScanner, MailboxSettings  # noqa: E402
 from scanner.pipeline import MailPipeline, PipelineSettings  # noqa: E402
@@ -44,24 +40,12 @@ from store.db import Store, open_store  # noqa: E402
 from store.migrate import upgrade_to_head  # noqa: E402
 from store.models import InboundJournal, JournalState, Lead  # noqa: E402
 from tests.peers.dovecot import DovecotServer, run_dovecot  # noqa: E402
+from tests.peers.local import WatchedStatus, free_port  # noqa: E402
+from tests.peers.postgres import UNREACHABLE, create_scratch_database, drop_scratch_database  # noqa: E402
 
 PG_ADMIN_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 SUBJECTS = [("询价：不锈钢管 镕铁", "gbk", "gb2312"), ("報價單 鋼材", "big5hkscs", "big5"),
             ("Quotation request", "utf-8", "utf-8"), ("关于合同的问题", "utf-8", "utf-8")]  # fmt: skip
-
-
-class Status:
-    def __init__(self) -> None:
-        self.is_ready = asyncio.Event()
-
-    def ready(self, detail: str = "") -> None:
-        self.is_ready.set()
-
-    def progress(self, detail: str) -> None:
-        pass
-
-    def degraded(self, detail: str) -> None:
-        pass
 
 
 def make_message(n: int, rng: random.Random) -> bytes:
@@ -114,8 +98,8 @@ async def full_ingest(url: str, blobs: Path, server: DovecotServer, total: int) 
             PipelineSettings(lead_mailboxes=frozenset({"sales"}), parse_workers=default_workers()),
         )
         began = time.perf_counter()
-        scanner = asyncio.create_task(ImapScanner(store, mailbox(server)).run(Status()))
-        processor = asyncio.create_task(MailProcessor(pipeline).run(Status()))
+        scanner = asyncio.create_task(ImapScanner(store, mailbox(server)).run(WatchedStatus()))
+        processor = asyncio.create_task(MailProcessor(pipeline).run(WatchedStatus()))
         while await _processed(store) < total:
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - began
@@ -162,8 +146,8 @@ async def latencies(
                 lead_mailboxes=frozenset({"sales", "smtp"}), parse_workers=default_workers()
             ),
         )
-        tasks = [asyncio.create_task(MailProcessor(pipeline).run(Status()))]
-        status = Status()
+        tasks = [asyncio.create_task(MailProcessor(pipeline).run(WatchedStatus()))]
+        status = WatchedStatus()
         tasks.append(asyncio.create_task(ImapScanner(store, mailbox(server)).run(status)))
         await asyncio.wait_for(status.is_ready.wait(), 600)
         while (
@@ -177,8 +161,8 @@ async def latencies(
             await asyncio.to_thread(server.append, raw)
             out["IDLE (APPEND -> lead)"].append(await _lead_visible(store, address) - began)
         for lmtp in (False, True):
-            port = _free_port()
-            st = Status()
+            port = free_port()
+            st = WatchedStatus()
             tasks.append(
                 asyncio.create_task(
                     SmtpIngress(store, SmtpIngressSettings(port=port, lmtp=lmtp)).run(st)
@@ -202,12 +186,6 @@ def _send(port: int, lmtp: bool, address: str, raw: bytes) -> float:
     with client:
         client.sendmail(address, ["sales@rapport.test"], raw)
         return time.perf_counter()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def main() -> None:
@@ -234,31 +212,18 @@ async def main() -> None:
             rows.append(
                 ("(b) full ingestion, SQLite", count / sqlite_s, count / sqlite_s / ceiling)
             )
-            name = f"rapport_bench_{uuid.uuid4().hex[:8]}"
-            admin = (
-                make_url(args.pg_url)
-                .set(drivername="postgresql")
-                .render_as_string(hide_password=False)
-            )
             try:
-                conn = await asyncpg.connect(admin, timeout=5)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+                pg = await create_scratch_database(args.pg_url, "rapport_bench")
+            except UNREACHABLE as err:
                 print(f"(c) not measured: {err}")
             else:
-                await conn.execute(f'CREATE DATABASE "{name}"')
                 try:
-                    pg = (
-                        make_url(args.pg_url)
-                        .set(database=name)
-                        .render_as_string(hide_password=False)
-                    )
                     pg_s = await full_ingest(pg, work / "blobs-c", server, count)
                     rows.append(
                         ("(c) full ingestion, PostgreSQL", count / pg_s, count / pg_s / ceiling)
                     )
                 finally:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    await conn.close()
+                    await drop_scratch_database(args.pg_url, pg)
             print(f"\n{'throughput':<36} {'msgs/s':>9} {'vs (a)':>7}   goal: (b)/(a) >= 0.70")
             for label, rate, ratio in rows:
                 print(f"{label:<36} {rate:>9.0f} {ratio:>7.2f}")

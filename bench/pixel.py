@@ -24,22 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from daemon.heap import settle_after_start  # noqa: E402
 from store.base import utcnow  # noqa: E402
 from store.db import open_store  # noqa: E402
 from store.migrate import upgrade_to_head  # noqa: E402
 from store.models import Direction, Email, TrackingHit  # noqa: E402
+from tests.peers.local import free_port  # noqa: E402
+from tests.peers.postgres import UNREACHABLE, create_scratch_database, drop_scratch_database  # noqa: E402
 from tracking.listener import NO_CACHE, PIXEL, create_app  # noqa: E402
 from tracking.sent import record_sent  # noqa: E402
 from tracking.tokens import TokenSigner  # noqa: E402
@@ -48,12 +47,6 @@ PG_ADMIN_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 KEY = b"bench-key-for-the-pixel-0123456789"
 RECIPIENTS = 200
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # The servers: run in child processes (this file with --serve) ---------------------------
@@ -193,20 +186,11 @@ def main() -> None:
     sqlite_url = f"sqlite+aiosqlite:///{work}/pixel.db"
     servers = {"bare": ("bare aiohttp GIF handler", sqlite_url, asyncio.run(prepare(sqlite_url)))}
     servers["sqlite"] = ("Rapport pixel, SQLite", sqlite_url, servers["bare"][2])
-    name = f"rapport_pixel_{uuid.uuid4().hex[:8]}"
-    admin = make_url(args.pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def admin_sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin, timeout=5)
-        await conn.execute(statement)
-        await conn.close()
-
     try:
-        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        pg_url = asyncio.run(create_scratch_database(args.pg_url, "rapport_pixel"))
+    except UNREACHABLE as err:
         print(f"PostgreSQL not measured: {err}")
     else:
-        pg_url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
         servers["postgresql"] = ("Rapport pixel, PostgreSQL", pg_url, asyncio.run(prepare(pg_url)))
     runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in servers}
     try:
@@ -217,7 +201,7 @@ def main() -> None:
                 runs[kind].append(measure(kind, url, paths, args, work))
     finally:
         if "postgresql" in servers:
-            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(drop_scratch_database(args.pg_url, pg_url))
 
     def median(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])

@@ -13,19 +13,27 @@ import argparse
 import asyncio
 import datetime as dt
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy import insert
-from sqlalchemy.engine import make_url
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from store.engine import make_engine, make_sessionmaker
-from store.migrate import upgrade_to_head
-from store.models import AuditEntry
+from sqlalchemy import insert  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from store.engine import make_engine, make_sessionmaker  # noqa: E402
+from store.migrate import upgrade_to_head  # noqa: E402
+from store.models import AuditEntry  # noqa: E402
+from tests.peers.postgres import (  # noqa: E402
+    UNREACHABLE,
+    create_scratch_database,
+    drop_scratch_database,
+)
 
 BASELINE_ROWS_S = {
     "orm, 1 row/commit, aiosqlite": 439,
@@ -122,18 +130,12 @@ async def main() -> None:
                 "core insertmany, batches, aiosqlite", many, lambda: core_batches(url, many)
             )
         )
-    name = f"rapport_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = (
-        make_url(args.pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
     try:
-        admin = await asyncpg.connect(admin_dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        pg_url = await create_scratch_database(args.pg_url, "rapport_bench")
+    except UNREACHABLE as err:
         print(f"(PostgreSQL not measured: {err})")
     else:
-        await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            pg_url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
             await upgrade_to_head(pg_url)
             many = args.rows * 10
             results.append(
@@ -142,8 +144,7 @@ async def main() -> None:
                 )
             )
         finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+            await drop_scratch_database(args.pg_url, pg_url)
 
     print(f"{'write style':<40} {'rows':>8} {'rows/s':>10} {'baseline':>10} {'ratio':>7}")
     for label, rows, rate in results:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+
+from tests.peers.postgres import (
+    UNREACHABLE,
+    asyncpg_dsn,
+    create_scratch_database,
+    drop_scratch_database,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_PG_URL = "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -27,14 +33,10 @@ def missing_peer(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _pg_reachable(url: str) -> str | None:
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(_asyncpg_dsn(url)), 5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+        conn = await asyncio.wait_for(asyncpg.connect(asyncpg_dsn(url)), 5)
+    except UNREACHABLE as err:
         return f"PostgreSQL at {make_url(url).render_as_string()} unreachable: {err}"
     await conn.close()
     return None
@@ -53,21 +55,11 @@ def pg_admin_url() -> str:
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"rapport_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = _asyncpg_dsn(pg_admin_url)
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(create_scratch_database(pg_admin_url, "rapport_test"))
     try:
-        yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_scratch_database(pg_admin_url, url))
 
 
 @pytest.fixture

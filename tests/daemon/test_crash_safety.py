@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.test_run import Daemon, _free_port
+from tests.daemon.test_run import Daemon
 from tests.peers.dovecot import DovecotServer
+from tests.peers.local import free_port
 
 MESSAGES = 2000
 KILLS = 5
@@ -52,7 +53,7 @@ def test_kill_nine_five_times_loses_and_doubles_nothing(
         f"host = '127.0.0.1'\nport = {dovecot.port}\nsecurity = 'plain'\n"
         f"username = '{dovecot.username}'\npassword = 'env:SALES_PASSWORD'\nfirst_sync = 'all'\n"
     )
-    ports = {"web": _free_port(), "tracking": _free_port(), "smtp": _free_port()}
+    ports = {"web": free_port(), "tracking": free_port(), "smtp": free_port()}
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_") and k != "NOTIFY_SOCKET"
     }

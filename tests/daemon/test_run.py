@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.local import free_port
+
 RAPPORT = [sys.executable, "-m", "daemon"]
 START_TIMEOUT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -89,7 +84,7 @@ class Daemon:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    ports = {"web": _free_port(), "tracking": _free_port(), "smtp": _free_port()}
+    ports = {"web": free_port(), "tracking": free_port(), "smtp": free_port()}
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_") and k != "NOTIFY_SOCKET"
     }

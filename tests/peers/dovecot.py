@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.peers.local import free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 START_TIMEOUT_S = 10.0
 
@@ -50,12 +52,6 @@ def available() -> str | None:
     if not Path(DOVECOT).exists():
         return "Dovecot is not installed (Debian package dovecot-imapd)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mail_ids() -> tuple[int, int]:
@@ -130,7 +126,7 @@ class DovecotServer(Dovecot):
     """A Dovecot that a test can stop and start again on the same port."""
 
     def __init__(self, root: Path, username: str, password: str) -> None:
-        super().__init__("127.0.0.1", _free_port(), username, password, root / "mail" / username)
+        super().__init__("127.0.0.1", free_port(), username, password, root / "mail" / username)
         self.root = root
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -21,23 +21,9 @@ from store.db import Store
 from store.errors import AuthError
 from store.models import Email, EmailLocation, ImapCursor, InboundJournal, Lead
 from tests.peers.dovecot import DovecotServer
+from tests.peers.local import WatchedStatus
 
 WAIT_S = 15.0
-
-
-class Status:
-    def __init__(self) -> None:
-        self.is_ready = asyncio.Event()
-        self.notes: list[str] = []
-
-    def ready(self, detail: str = "") -> None:
-        self.is_ready.set()
-
-    def progress(self, detail: str) -> None:
-        self.notes.append(detail)
-
-    def degraded(self, detail: str) -> None:
-        self.notes.append(detail)
 
 
 def message(
@@ -82,10 +68,10 @@ async def count(store: Store, model: type, *where: object) -> int:
 @contextlib.asynccontextmanager
 async def scanning(
     store: Store, mailbox: MailboxSettings
-) -> AsyncIterator[tuple[Status, asyncio.Task[None]]]:
+) -> AsyncIterator[tuple[WatchedStatus, asyncio.Task[None]]]:
     pipeline = MailPipeline(store, PipelineSettings(lead_mailboxes=frozenset({mailbox.name})))
-    status = Status()
-    processor = asyncio.create_task(MailProcessor(pipeline).run(Status()), name="processor")
+    status = WatchedStatus()
+    processor = asyncio.create_task(MailProcessor(pipeline).run(WatchedStatus()), name="processor")
     scanner = asyncio.create_task(ImapScanner(store, mailbox).run(status), name="scanner")
     try:
         yield status, scanner
@@ -195,7 +181,7 @@ async def test_server_going_away_is_transient_and_two_folders_share_one_email(
 
 async def test_wrong_password_is_an_auth_error(store: Store, dovecot: DovecotServer) -> None:
     with pytest.raises(AuthError):
-        await ImapScanner(store, settings(dovecot, password="wrong")).run(Status())
+        await ImapScanner(store, settings(dovecot, password="wrong")).run(WatchedStatus())
 
 
 async def test_rules_flag_and_move_on_the_server(store: Store, dovecot: DovecotServer) -> None:
@@ -327,7 +313,7 @@ async def test_xoauth2_with_a_token_refreshed_when_refused(store: Store, tmp_pat
             assert calls.read_text().count("x") == 2  # refused once, refreshed once
             live["token"] = "nobody-has-this"
             with pytest.raises(AuthError):
-                await ImapScanner(store, mailbox).run(Status())
+                await ImapScanner(store, mailbox).run(WatchedStatus())
     finally:
         await runner.cleanup()
         shutil.rmtree(root, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import smtplib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from scanner.smtp import SmtpIngress, SmtpIngressSettings, accepts
 from store.db import Store
 from store.models import InboundJournal, JournalState
+from tests.peers.local import WatchedStatus, free_port
 from tests.peers.tls import self_signed
 
 MESSAGE = (
@@ -26,31 +26,11 @@ MESSAGE = (
 )
 
 
-class _Status:
-    def __init__(self) -> None:
-        self.is_ready = asyncio.Event()
-
-    def ready(self, detail: str = "") -> None:
-        self.is_ready.set()
-
-    def progress(self, detail: str) -> None:
-        pass
-
-    def degraded(self, detail: str) -> None:
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def running(store: Store, **overrides: object) -> AsyncIterator[int]:
-    port = _free_port()
+    port = free_port()
     settings = SmtpIngressSettings(port=port, **overrides)  # type: ignore[arg-type]
-    status = _Status()
+    status = WatchedStatus()
     task = asyncio.create_task(SmtpIngress(store, settings).run(status), name="smtp-ingress-test")
     try:
         await asyncio.wait_for(status.is_ready.wait(), 5)
@@ -139,7 +119,7 @@ async def test_mail_over_smtp_becomes_a_lead_quickly_and_lmtp_works(store: Store
     from store.models import Lead
 
     processor = asyncio.create_task(
-        MailProcessor(MailPipeline(store)).run(_Status()), name="processor"
+        MailProcessor(MailPipeline(store)).run(WatchedStatus()), name="processor"
     )
     try:
         for lmtp in (False, True):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from store.db import Store
 from store.errors import AuthError, ValidationError
 from store.identity import index_record
 from store.models import Contact, Email, MailOptOut, OutboxEntry, SentRecipient
+from tests.peers.local import free_port
 from tests.peers.tls import self_signed
 from tests.scanner.test_pipeline import ingest
 from tracking.compose import Sender
@@ -58,12 +58,6 @@ class Relay:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

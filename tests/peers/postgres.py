@@ -1,0 +1,34 @@
+"""Scratch PostgreSQL databases for tests and benchmarks, made from an admin URL and dropped."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+UNREACHABLE = (OSError, asyncpg.PostgresError, TimeoutError)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A SQLAlchemy URL as asyncpg itself takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url), timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def create_scratch_database(admin_url: str, prefix: str = "rapport_scratch") -> str:
+    """A new empty database next to ``admin_url``'s; its URL.  ``UNREACHABLE`` errors pass up."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_scratch_database(admin_url: str, url: str) -> None:
+    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
