@@ -85,6 +85,7 @@ class Segment:
     ended_at: float | None = None
     end_reason: str | None = None
     ring_announced: bool = False
+    ring_withdrawn: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -615,8 +616,8 @@ class CallCorrelator:
                     own.answered_at = t
             self._emit("answered", call, segment)
             for other in call.segments.values():
-                if other is not segment and other.answered_at is None and other.ring_announced:
-                    self._emit("ring_ended", call, other)
+                if other is not segment and other.answered_at is None:
+                    self._withdraw(call, other)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -664,9 +665,7 @@ class CallCorrelator:
             agents = [
                 c for u in group.channels if (c := self.channels.get(u)) and c.role == "agent"
             ]
-            trunks = any(
-                (c := self.channels.get(u)) and c.role == "trunk" for u in group.channels
-            )
+            trunks = any((c := self.channels.get(u)) and c.role == "trunk" for u in group.channels)
             if len(agents) >= 2 and not trunks:
                 first = agents[0]
                 call = CallState(
@@ -695,8 +694,14 @@ class CallCorrelator:
             if segment is None or segment.ended_at is not None:
                 continue
             segment.ended_at = t
-            if segment.answered_at is None and segment.ring_announced:
-                self._emit("ring_ended", call, segment)
+            if segment.answered_at is None:
+                self._withdraw(call, segment)
+
+    def _withdraw(self, call: CallState, segment: Segment) -> None:
+        """Take a screen-pop back: the phone stopped ringing without this agent answering."""
+        if segment.ring_announced and not segment.ring_withdrawn:
+            segment.ring_withdrawn = True
+            self._emit("ring_ended", call, segment)
 
     def _finish(self, group: _Group, t: float) -> None:
         end = group.last_hangup_at if group.last_hangup_at is not None else t
@@ -795,7 +800,9 @@ class CallCorrelator:
                     self._bridges.get(chan.bridge, set()).discard(uid)
         while len(self._ended) > FORGET_AFTER:
             self._ended.popitem(last=False)
-        for key in [k for k, v in self._parent.items() if v == group.linkedid or k == group.linkedid]:
+        for key in [
+            k for k, v in self._parent.items() if v == group.linkedid or k == group.linkedid
+        ]:
             self._parent.pop(key, None)
 
     def _emit(self, update: Update, call: CallState, segment: Segment | None) -> None:
@@ -819,23 +826,23 @@ class CallCorrelator:
                         call.ended_in_gap = True
                 self._hangup({"Uniqueid": uid, "Cause": ""}, lost_at)
         for uid, m in present.items():
-            chan = self.channels.get(uid)
-            if chan is None and uid and uid not in self._ended:
+            known = self.channels.get(uid)
+            if known is None and uid and uid not in self._ended:
                 seconds = _duration(m.get("Duration", ""))
                 fields = dict(m)
                 if m.get("Application") == "AppDial":
                     fields["ChannelStateDesc"] = "Down"  # an outgoing leg, not a caller
                 self._newchannel(fields, now - seconds)
-                chan = self.channels.get(uid)
-            if chan is None:
+                known = self.channels.get(uid)
+            if known is None:
                 continue
-            chan.state = m.get("ChannelStateDesc", chan.state)
+            known.state = m.get("ChannelStateDesc", known.state)
             bridge = m.get("BridgeId") or None
-            if bridge != chan.bridge:
+            if bridge != known.bridge:
                 if bridge:
                     self._bridge_enter({"Uniqueid": uid, "BridgeUniqueid": bridge}, now)
-                elif chan.bridge:
-                    self._bridge_leave({"Uniqueid": uid, "BridgeUniqueid": chan.bridge}, now)
+                elif known.bridge:
+                    self._bridge_leave({"Uniqueid": uid, "BridgeUniqueid": known.bridge}, now)
 
 
 def _duration(text: str) -> float:

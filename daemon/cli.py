@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon import mail_cli
+from daemon import calls_cli, mail_cli
 from daemon.config import Config, load_config
 from daemon.logs import setup_logging
 from store.errors import ConfigError, ValidationError
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", action="store_true", help="print nothing when it is valid")
     sub.add_parser("migrate", help="migrate the store to the newest schema")
     mail_cli.add_parser(sub)
+    calls_cli.add_parser(sub)
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True
     )
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_migrate(config))
     if command == "mail":
         return asyncio.run(mail_cli.run(config, args))
+    if command == "calls":
+        return calls_cli.run(config, args)
     if command == "user":
         return asyncio.run(_create_user(config, args))
     from daemon.app import run_daemon

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from asterisk.plan import DEFAULT_PHONES, DEFAULT_TRUNKS, check_patterns
 from daemon.units import Duration, SecretStr, Size
 from store.errors import ConfigError
 
@@ -198,15 +199,34 @@ class PbxConfig(_Peer):
     security: Security = "plain"
     username: str
     secret: SecretStr | None = None
+    # The trunks' numbering: country, local area code, the digit dialled for an outside line.
     region: str = "CN"
     area_code: str | None = None
     outside_prefix: str | None = None
+    # Channel name patterns (regular expressions); a phone pattern names its (?P<ext>...).
+    trunks: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUNKS))
+    phones: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONES))
+    dids: list[str] = Field(default_factory=list)
+    # Extension -> Rapport user name: who a ringing phone belongs to.
+    extensions: dict[str, str] = Field(default_factory=dict)
+    # Click-to-dial rings the agent first through Local/<ext>@<dial_context>.
+    dial_context: str = "from-internal"
+    # Where MixMonitor writes; recordings are served from here only, by signed link.
+    recordings_dir: Path | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
         problems = self._problems()
         if self.secret is None:
             problems.append(f"missing secret: secret for PBX {self.name!r}")
+        problems += check_patterns(self.trunks, "trunks")
+        problems += check_patterns(self.phones, "phones")
+        problems += [
+            f"phones pattern {p!r} has no (?P<ext>...) group naming the extension"
+            for p in self.phones if "(?P<ext>" not in p
+        ]  # fmt: skip
+        if self.area_code is not None and not self.area_code.isdigit():
+            problems.append(f"area_code {self.area_code!r} must be digits, such as '028'")
         _raise_all(problems)
         return self
 
