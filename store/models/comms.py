@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.base import Base, BigId, IdMixin, TimestampMixin, utcnow
@@ -186,6 +186,7 @@ class CallDisposition(enum.StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
     MISSED = "missed"
+    NOANSWER = "noanswer"  # outbound: the customer did not pick up
     ABANDONED = "abandoned"
     BUSY = "busy"
     FAILED = "failed"
@@ -212,9 +213,17 @@ class Call(IdMixin, TimestampMixin, Base):
     started_at: Mapped[dt.datetime] = mapped_column(index=True)
     answered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-    ring_seconds: Mapped[int] = mapped_column(default=0)
-    talk_seconds: Mapped[int] = mapped_column(default=0)
+    ring_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    talk_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     recording: Mapped[str | None] = mapped_column(String(500), default=None)
+    # BlindTransfer, AttendedTransfer or Redirect (moved with no transfer event).
+    transfer: Mapped[str | None] = mapped_column(String(24), default=None)
+    # The agent who talked last with the customer.
+    agent_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), default=None, index=True
+    )
+    # The AMI link was down when it ended: the end time is when it was last seen alive.
+    ended_in_gap: Mapped[bool] = mapped_column(default=False)
     # Set on a click-to-dial call: the record it was dialled from ("contact:12").
     origin_record: Mapped[str | None] = mapped_column(String(48), default=None)
 
@@ -247,6 +256,34 @@ class CallSegment(IdMixin, Base):
     end_reason: Mapped[str | None] = mapped_column(String(40), default=None)
 
     call: Mapped[Call] = relationship(back_populates="segments", lazy="raise")
+
+
+class CallBack(IdMixin, TimestampMixin, Base):
+    """The one open callback task for a caller whose calls went unanswered.
+
+    Repeat missed calls within the window merge into it; an answered call with the
+    same number closes it.
+    """
+
+    __tablename__ = "call_backs"
+
+    match_key: Mapped[str] = mapped_column(String(40))
+    number: Mapped[str] = mapped_column(String(64))
+    activity_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    missed_calls: Mapped[int] = mapped_column(default=1)
+    first_missed_at: Mapped[dt.datetime]
+    last_missed_at: Mapped[dt.datetime]
+    last_call_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("calls.id", ondelete="SET NULL"), default=None
+    )
+    closed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    closed_by_call_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("calls.id", ondelete="SET NULL"), default=None
+    )
+
+    __table_args__ = (Index("ix_call_backs_open", "match_key", "closed_at"),)
 
 
 Index("ix_emails_thread_received", Email.thread_id, Email.received_at)
