@@ -12,7 +12,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from daemon.config import Config
+from asterisk.client import AmiSettings
+from asterisk.service import PbxService, PhoneSettings
+from daemon.calls_cli import plan_of
+from daemon.config import Config, PbxConfig
 from daemon.heap import settle_after_start
 from daemon.http import add_health_routes
 from daemon.listeners import HttpListener
@@ -84,6 +87,18 @@ def pipeline_settings(config: Config) -> PipelineSettings:
     )
 
 
+def phone_settings(pbx: PbxConfig) -> PhoneSettings:
+    """One ``[[asterisk.pbx]]`` as the phone service's settings."""
+    return PhoneSettings(
+        plan=plan_of(pbx),
+        ami=AmiSettings(
+            name=pbx.name, host=pbx.host, port=pbx.port, username=pbx.username,
+            secret=pbx.secret.reveal() if pbx.secret else "",
+        ),
+        dial_context=pbx.dial_context,
+    )  # fmt: skip
+
+
 def build_services(config: Config, store: Store, supervisor: Supervisor, metrics: Metrics) -> None:
     """Register every service with the supervisor; unconfigured peers are shown as disabled."""
 
@@ -152,7 +167,7 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add_disabled("asterisk", "not configured: no [[asterisk.pbx]]")
     else:
         for pbx in config.asterisk.pbx:
-            supervisor.add_disabled(f"asterisk:{pbx.name}", "the AMI client is not built yet")
+            supervisor.add(PbxService(store, phone_settings(pbx)))
     if config.smtp_relay.host is None:
         supervisor.add_disabled("outbox", "not configured: no [smtp_relay] host")
     else:
