@@ -35,6 +35,7 @@ from tracking.compose import Sender
 from tracking.outbox import OutboxSender, RelaySettings
 from tracking.tokens import TokenSigner
 from web import app as web_app
+from web.phone import PhoneConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,13 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
     """Register every service with the supervisor; unconfigured peers are shown as disabled."""
 
     def make_web() -> web.Application:
-        app = web_app.create_app(store)
+        phone = PhoneConfig(
+            secret=web_secret(config).encode(),
+            recordings={
+                pbx.name: pbx.recordings_dir for pbx in config.asterisk.pbx if pbx.recordings_dir
+            },
+        )
+        app = web_app.create_app(store, phone)
         add_health_routes(app, supervisor, metrics)
         return app
 

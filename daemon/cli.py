@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name", default="")
     create.add_argument("--email")
     create.add_argument("--password-env", help="read the password from this environment variable")
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    make = token.add_parser("create", help="create a token for a user and print it once")
+    make.add_argument("--user", required=True, help="the user name the token acts as")
+    make.add_argument("--name", default="", help="what the token is for")
     return parser
 
 
@@ -95,6 +101,24 @@ async def _create_user(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _create_token(config: Config, args: argparse.Namespace) -> int:
+    from store.api_tokens import create_api_token
+    from store.db import open_store
+    from store.errors import NotFound
+    from store.migrate import upgrade_to_head
+
+    await upgrade_to_head(config.store.url)
+    async with open_store(config.store.url, config.store.blob_dir) as store:
+        try:
+            async with store.session() as session, session.begin():
+                token = await create_api_token(session, args.user, args.name)
+        except NotFound as err:
+            print(f"rapport: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+    print(token)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
@@ -114,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return calls_cli.run(config, args)
     if command == "user":
         return asyncio.run(_create_user(config, args))
+    if command == "token":
+        return asyncio.run(_create_token(config, args))
     from daemon.app import run_daemon
 
     return asyncio.run(run_daemon(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from store.context import correlated
 from store.db import Store
 from store.models import Account, Contact, Lead, Opportunity
+from web.phone import PhoneConfig, add_phone_routes
 
 STORE_KEY = web.AppKey("store", Store)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -51,7 +53,7 @@ async def request_id(
         return response
 
 
-def create_app(store: Store) -> web.Application:
+def create_app(store: Store, phone: PhoneConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[request_id])
     app[STORE_KEY] = store
     aiohttp_jinja2.setup(
@@ -60,4 +62,6 @@ def create_app(store: Store) -> web.Application:
         autoescape=jinja2.select_autoescape(["html"]),
     )
     app.router.add_get("/", home)
+    # Without a configured secret, links signed by this process are valid in it only.
+    add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     return app

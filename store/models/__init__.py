@@ -2,7 +2,7 @@
 
 from store.base import Base
 from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
-from store.models.admin import RecordScope, Role, Team, User
+from store.models.admin import ApiToken, RecordScope, Role, Team, User
 from store.models.comms import (
     Attachment,
     Blob,
@@ -62,6 +62,7 @@ __all__ = [
     "ActivityKind",
     "ActivityLink",
     "ActivityStatus",
+    "ApiToken",
     "Attachment",
     "AuditEntry",
     "Base",

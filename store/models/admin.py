@@ -101,3 +101,21 @@ class User(IdMixin, TimestampMixin, Base):
     last_login_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     role: Mapped[Role | None] = relationship(lazy="selectin")
+
+
+class ApiToken(IdMixin, TimestampMixin, Base):
+    """A token an integration (or the phone panel) authenticates with, as its user.
+
+    Only the SHA-256 of the token is kept: tokens are long and random, so the hash
+    cannot be reversed, and a leaked table grants nothing.
+    """
+
+    __tablename__ = "api_tokens"
+
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(120), default="")
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
