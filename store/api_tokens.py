@@ -46,7 +46,7 @@ async def user_for_token(session: AsyncSession, token: str) -> User | None:
     ).first()
     if row is None:
         return None
-    api_token, user = row.tuple()
+    api_token, user = row
     if not user.is_active:
         return None
     api_token.last_used_at = utcnow()

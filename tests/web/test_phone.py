@@ -1,0 +1,132 @@
+"""The phone websocket reaches the ringing agent only; recordings only by signed link."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+
+from store.api_tokens import create_api_token
+from store.db import Store
+from store.models import Call, Direction
+from store.signed_links import sign_link, verify_link
+from store.users import create_user
+from web.app import create_app
+from web.phone import PhoneConfig, recording_link
+
+SECRET = b"k" * 32
+
+
+async def _tokens(store: Store, *names: str) -> dict[str, tuple[int, str]]:
+    out = {}
+    async with store.session() as session, session.begin():
+        for name in names:
+            user = await create_user(session, name, None)
+            out[name] = (user.id, await create_api_token(session, name, "phone panel"))
+    return out
+
+
+async def test_rings_reach_only_the_agent_they_are_for(store: Store) -> None:
+    users = await _tokens(store, "alice", "bob")
+    async with TestClient(TestServer(create_app(store, PhoneConfig(SECRET)))) as client:
+        sockets = {}
+        for name, (_, token) in users.items():
+            ws = await client.ws_connect("/ws/phone")
+            await ws.send_json({"type": "auth", "token": token})
+            assert (await ws.receive_json(timeout=2))["type"] == "ready"
+            sockets[name] = ws
+        alice_id, bob_id = users["alice"][0], users["bob"][0]
+        await store.bus.publish(
+            "CallRinging", user_id=alice_id, call="1.1", number="+8613812345678"
+        )
+        await store.bus.publish("CallerIdentified", user_id=alice_id, call="1.1",
+                                matches=[{"name": "张伟"}, {"name": "张伟(家)"}])  # fmt: skip
+        await store.bus.publish("CallRinging", user_id=bob_id, call="2.1", number="10086")
+        ring = await sockets["alice"].receive_json(timeout=2)
+        assert (ring["type"], ring["call"], ring["number"]) == (
+            "CallRinging",
+            "1.1",
+            "+8613812345678",
+        )
+        card = await sockets["alice"].receive_json(timeout=2)
+        assert [m["name"] for m in card["matches"]] == ["张伟", "张伟(家)"]
+        bobs = await sockets["bob"].receive_json(timeout=2)
+        assert bobs["call"] == "2.1"  # bob never saw alice's call: his first frame is his own
+        await store.bus.publish("CallRingEnded", user_id=alice_id, call="1.1")
+        assert (await sockets["alice"].receive_json(timeout=2))["type"] == "CallRingEnded"
+
+        # Click-to-dial from the socket becomes a DialRequested for the PBX side.
+        async with store.bus.subscribe("DialRequested") as requests:
+            await sockets["alice"].send_json({"type": "dial", "number": "138 1234 5678",
+                                              "origin": "contact:7"})  # fmt: skip
+            event = await asyncio.wait_for(requests.get(), 2)
+        assert (event.data["user_id"], event.data["origin"]) == (alice_id, "contact:7")
+        assert (await sockets["alice"].receive_json(timeout=2))["type"] == "dialling"
+        for ws in sockets.values():
+            await ws.close()
+
+
+async def test_a_wrong_token_is_refused_and_hears_nothing(store: Store) -> None:
+    await _tokens(store, "carol")
+    async with TestClient(TestServer(create_app(store, PhoneConfig(SECRET)))) as client:
+        ws = await client.ws_connect("/ws/phone")
+        await ws.send_json({"type": "auth", "token": "rpt_not-a-token"})
+        assert (await ws.receive_json(timeout=2))["type"] == "error"
+        closing = await ws.receive(timeout=2)
+        assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+        assert ws.close_code == 4401
+
+
+def test_signed_links_expire_and_cannot_be_altered() -> None:
+    now = time.time()
+    token = sign_link(SECRET, "recording", "42", 60, now=now)
+    assert verify_link(SECRET, "recording", token, now=now + 59) == "42"
+    assert verify_link(SECRET, "recording", token, now=now + 61) is None
+    assert verify_link(b"other" * 8, "recording", token, now=now) is None
+    assert verify_link(SECRET, "other-purpose", token, now=now) is None
+    forged = sign_link(SECRET, "recording", "43", 60, now=now).split(".")[0]
+    assert verify_link(SECRET, "recording", forged + token[token.index(".") :], now=now) is None
+    assert verify_link(SECRET, "recording", "garbage", now=now) is None
+
+
+async def test_recordings_are_served_by_signed_link_only(store: Store, tmp_path: Path) -> None:
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    (monitor / "in-1.wav").write_bytes(b"RIFF....WAVE")
+    (tmp_path / "secret.txt").write_text("not a recording")
+    async with store.session() as session, session.begin():
+        good = Call(
+            pbx="hq",
+            uniqueid="1.1",
+            direction=Direction.INBOUND,
+            started_at=_now(),
+            recording=str(monitor / "in-1.wav"),
+        )
+        sneaky = Call(
+            pbx="hq",
+            uniqueid="2.1",
+            direction=Direction.INBOUND,
+            started_at=_now(),
+            recording="../secret.txt",
+        )
+        session.add_all([good, sneaky])
+    config = PhoneConfig(SECRET, {"hq": monitor})
+    async with TestClient(TestServer(create_app(store, config))) as client:
+        resp = await client.get(recording_link(config, good.id))
+        assert resp.status == 200 and await resp.read() == b"RIFF....WAVE"
+        assert resp.headers["Content-Type"] == "audio/wav"
+        assert "no-store" in resp.headers["Cache-Control"]
+        # A link for a call whose recording points outside the folder, a forged link,
+        # an expired one: all 404.
+        assert (await client.get(recording_link(config, sneaky.id))).status == 404
+        assert (await client.get(f"/recordings/{good.id}")).status == 404
+        assert (await client.get(recording_link(config, good.id, ttl_s=-1))).status == 404
+
+
+def _now():  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
