@@ -149,7 +149,7 @@ class PbxService:
             rows = await session.execute(
                 select(User.username, User.id).where(User.username.in_(set(names.values())))
             )
-            ids = dict(rows.tuples().all())
+            ids = {name: user_id for name, user_id in rows}
         missing = sorted({n for n in names.values() if n not in ids})
         if missing:
             log.warning("%s: extensions name unknown users: %s", self.name, ", ".join(missing))

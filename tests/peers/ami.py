@@ -242,6 +242,7 @@ class AmiTraceServer:
         resume_at: int | None = None,
         originate: OriginateMode = "answer",
         replay_after: str = "Login",
+        timestamps: bool = False,
     ) -> None:
         """``drop_at=i``: the connection replaying message i drops just before sending it;
         messages i..``resume_at``-1 are lost (they happened while the client was away),
@@ -265,6 +266,7 @@ class AmiTraceServer:
         self.resume_at = resume_at
         self.originate_mode: OriginateMode = originate
         self.replay_after = replay_after.lower()
+        self.timestamps = timestamps
         self.connections = 0
         self.logins = 0
         self.actions: list[list[tuple[str, str]]] = []
@@ -452,13 +454,19 @@ class AmiTraceServer:
 
     # -- replay -----------------------------------------------------------------------
 
-    def _stamp(self, raw: bytes) -> tuple[bytes, int, int]:
-        """The event with a SystemName header after Privilege, where it goes, and its size."""
-        if not (self.system_name and self.stamp_events):
+    def _stamp(self, message: TraceMessage) -> tuple[bytes, int, int]:
+        """The event with SystemName and Timestamp headers after Privilege, where they go,
+        and their size; ``timestamps`` stamps the recorded time as ``timestampevents=yes``."""
+        raw = message.raw
+        extra = ""
+        if self.system_name and self.stamp_events:
+            extra += f"SystemName: {self.system_name}\r\n"
+        if self.timestamps and self.trace is not None:
+            extra += f"Timestamp: {self.trace.t0_epoch + message.t:.6f}\r\n"
+        if not extra:
             return raw, len(raw), 0
         at = raw.find(b"\r\n", max(0, raw.find(b"Privilege: "))) + 2
-        extra = f"SystemName: {self.system_name}\r\n".encode()
-        return raw[:at] + extra + raw[at:], at, len(extra)
+        return raw[:at] + extra.encode() + raw[at:], at, len(extra.encode())
 
     def _plan(
         self, start: int, stop: int
@@ -467,7 +475,7 @@ class AmiTraceServer:
         and the trace index that follows each of those ends."""
         assert self.trace is not None
         chosen = [m for m in self.trace.events if start <= m.i < stop]
-        stamped = [self._stamp(m.raw) for m in chosen]
+        stamped = [self._stamp(m) for m in chosen]
         ends, following, total = [], [], 0
         for m, (raw, _, _) in zip(chosen, stamped, strict=True):
             total += len(raw)

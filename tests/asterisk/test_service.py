@@ -1,0 +1,203 @@
+"""The phone service end to end: a real AMI socket in, call records and screen-pops out.
+
+Each fixture trace is replayed by ``AmiTraceServer`` on a loopback socket, with
+its recorded segmentation, to the real ``AmiClient`` inside ``PbxService``;
+the calls it writes are checked field by field against the trace's truth.
+The server stamps the recorded times (as ``timestampevents=yes`` would) so
+times can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from asterisk.service import PbxService, PhoneSettings
+from store.db import Store
+from store.identity import index_record
+from store.models import Call, Contact, Role, User
+from store.users import create_user
+from tests.asterisk.truth import LAB_PLAN, need_fixtures, scenarios, truth_of
+from tests.peers.ami import AmiTraceServer, load_trace
+from tests.peers.local import WatchedStatus
+
+AGENTS = {"1001": "alice", "1002": "bob", "1003": "carol", "1004": "dave", "1005": "erin"}
+PLAN = dataclasses.replace(LAB_PLAN, extensions=AGENTS)
+
+
+async def _agents(store: Store) -> dict[str, int]:
+    async with store.session() as session, session.begin():
+        return {ext: (await create_user(session, name, None)).id for ext, name in AGENTS.items()}
+
+
+@contextlib.asynccontextmanager
+async def _running(store: Store, server: AmiTraceServer) -> AsyncIterator[PbxService]:
+    service = PbxService(store, PhoneSettings(plan=PLAN, ami=server.settings("lab")))
+    status = WatchedStatus()
+    task = asyncio.create_task(service.run(status))
+    try:
+        await asyncio.wait_for(status.is_ready.wait(), 5)
+        yield service
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _calls(store: Store, count: int, wait_s: float = 5.0) -> list[Call]:
+    """The calls written once ``count`` of them are there (in start order)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        async with store.session() as session:
+            calls = list(
+                (await session.scalars(select(Call).order_by(Call.started_at, Call.id))).all()
+            )
+        if len(calls) >= count or asyncio.get_running_loop().time() > deadline:
+            return calls
+        await asyncio.sleep(0.02)
+
+
+def _utc(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _close(a: dt.datetime | None, b: dt.datetime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs((a - b).total_seconds()) < 0.001
+
+
+def _check(call: Call, truth: dict[str, Any], users: dict[str, int]) -> None:
+    assert call.pbx == "lab"
+    assert call.direction.value == truth["direction"]
+    assert call.external_number_raw == (truth["external_number"] or None)
+    assert call.did == (truth["did"] or None)
+    assert call.queue == truth["queue"]
+    assert call.disposition.value == truth["disposition"]
+    assert call.transfer == truth["transfer"]
+    assert call.linkedid == truth["linkedids"][0]
+    assert call.recording == truth["recording"]
+    assert _close(call.started_at, _utc(truth["start_utc"]))
+    assert _close(call.answered_at, _utc(truth["answer_utc"]))
+    assert _close(call.ended_at, _utc(truth["end_utc"]))
+    assert (call.ring_seconds, call.talk_seconds) == (truth["ring_s"], truth["talk_s"])
+    final = truth["agent"] if truth["agents_connected"] else None
+    assert call.agent_id == (users[final] if final else None)
+    rung = {s.extension for s in call.segments}
+    assert rung == set(truth["agents_rung"])
+    assert all(s.agent_id == users[s.extension] for s in call.segments if s.extension)
+    assert not call.ended_in_gap
+
+
+@pytest.mark.parametrize("scenario", scenarios() or ["(missing)"])
+async def test_each_trace_over_a_socket_gives_its_true_calls(store: Store, scenario: str) -> None:
+    need_fixtures()
+    users = await _agents(store)
+    truth = truth_of(scenario)
+    server = AmiTraceServer(load_trace(scenario), timestamps=True, replay_after="CoreShowChannels")
+    async with server, _running(store, server):
+        await asyncio.wait_for(server.replay_done.wait(), 10)
+        calls = await _calls(store, len(truth))
+    assert len(calls) == len(truth)
+    for call, expected in zip(calls, truth, strict=True):
+        _check(call, expected, users)
+
+
+async def test_a_link_lost_mid_call_still_gives_exactly_one_true_record(store: Store) -> None:
+    need_fixtures()
+    users = await _agents(store)
+    (truth,) = truth_of("inbound_answered")
+    # Dropped during the conversation (after both BridgeEnters), back before the hangups.
+    server = AmiTraceServer(load_trace("inbound_answered"), timestamps=True,
+                            replay_after="CoreShowChannels", drop_at=145, resume_at=150)  # fmt: skip
+    async with server, _running(store, server):
+        await asyncio.wait_for(server.replay_done.wait(), 10)
+        calls = await _calls(store, 1)
+        await asyncio.sleep(0.2)  # nothing more may come
+        calls = await _calls(store, 1)
+    assert server.connections == 2
+    (call,) = calls
+    _check(call, truth, users)
+
+
+async def test_a_call_that_ended_while_the_link_was_down_is_closed_once(store: Store) -> None:
+    need_fixtures()
+    await _agents(store)
+    # Dropped mid-call, back after every hangup: CoreShowChannels no longer lists it.
+    server = AmiTraceServer(load_trace("inbound_answered"), timestamps=True,
+                            replay_after="CoreShowChannels", drop_at=145, resume_at=186)  # fmt: skip
+    async with server, _running(store, server):
+        await asyncio.wait_for(server.replay_done.wait(), 10)
+        calls = await _calls(store, 1)
+        await asyncio.sleep(0.2)
+        calls = await _calls(store, 2, wait_s=0.2)
+    (call,) = calls
+    assert call.ended_in_gap and call.disposition.value == "answered"
+    assert call.answered_at is not None and call.ended_at is not None
+    assert call.external_number_raw == "+8613812345678"
+
+
+async def test_the_ringing_agents_get_the_pop_and_see_every_match(store: Store) -> None:
+    need_fixtures()
+    users = await _agents(store)
+    async with store.session() as session, session.begin():
+        for name in ("王芳", "王芳(公司)"):
+            contact = Contact(first_name=name, mobile="186 0000 3333")
+            session.add(contact)
+            await session.flush()
+            await index_record(session, contact, PLAN.region)
+    server = AmiTraceServer(load_trace("queue_answered"), timestamps=True,
+                            replay_after="CoreShowChannels")  # fmt: skip
+    types = ("CallRinging", "CallerIdentified", "CallRingEnded", "CallAnswered", "CallEnded")
+    async with store.bus.subscribe(*types) as events, server, _running(store, server):
+        seen = [await asyncio.wait_for(events.get(), 5) for _ in range(7)]
+    by = [(e.type, e.data.get("user_id")) for e in seen]
+    assert by[:2] == [("CallRinging", users["1002"]), ("CallerIdentified", users["1002"])]
+    assert ("CallRinging", users["1001"]) in by and ("CallRingEnded", users["1001"]) in by
+    assert ("CallAnswered", users["1002"]) in by and by[-1][0] == "CallEnded"
+    ring = seen[0].data
+    assert (ring["number"], ring["e164"], ring["did"], ring["queue"]) == (
+        "+8618600003333", "+8618600003333", "02885550200", "support",
+    )  # fmt: skip
+    card = seen[1].data["matches"]
+    assert sorted(m["name"] for m in card) == ["王芳", "王芳(公司)"]  # two, never one
+
+
+async def test_click_to_dial_originates_once_for_allowed_users_only(store: Store) -> None:
+    users = await _agents(store)
+    async with store.session() as session, session.begin():
+        blocked = Role(name="no-phone", can_dial=False)
+        session.add(blocked)
+        await session.flush()
+        erin = await session.get_one(User, users["1005"])
+        erin.role_id = blocked.id
+        stranger = await create_user(session, "frank", None)  # no extension
+    server = AmiTraceServer()
+    async with store.bus.subscribe("DialStarted", "DialFailed") as results, server:
+        async with _running(store, server):
+            await store.bus.publish("DialRequested", request="r1", user_id=users["1004"],
+                                    number="+86 138 1234 5678", origin="contact:7")  # fmt: skip
+            started = await asyncio.wait_for(results.get(), 5)
+            await store.bus.publish("DialRequested", request="r1", user_id=users["1004"],
+                                    number="+86 138 1234 5678", origin="contact:7")  # fmt: skip
+            await store.bus.publish("DialRequested", request="r2", user_id=users["1005"],
+                                    number="13812345678")  # fmt: skip
+            await store.bus.publish("DialRequested", request="r3", user_id=stranger.id,
+                                    number="13812345678")  # fmt: skip
+            refused = [await asyncio.wait_for(results.get(), 5) for _ in range(2)]
+    assert started.type == "DialStarted" and started.data["request"] == "r1"
+    assert [e.type for e in refused] == ["DialFailed", "DialFailed"]
+    assert "may not place calls" in refused[0].data["reason"]
+    assert "no extension" in refused[1].data["reason"]
+    (originate,) = server.originates  # the repeated request r1 dialled nothing more
+    assert originate["Channel"] == "Local/1004@from-internal"
+    assert originate["Exten"] == "13812345678" and originate["Async"] == "true"
+    assert originate["ChannelId"] == started.data["channel_id"]
