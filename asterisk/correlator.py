@@ -119,6 +119,7 @@ class CallState:
     recording: str | None = None
     transfer: str | None = None
     origin: str | None = None
+    linked: list[str] = field(default_factory=list)  # records tied to it during the call
     voicemail: bool = False
     ended_in_gap: bool = False
     segments: dict[str, Segment] = field(default_factory=dict)
@@ -267,6 +268,16 @@ class CallCorrelator:
     def tag(self, channel_id: str, origin: str) -> None:
         """Tie the call that an Originate with this ChannelId starts to a record."""
         self._tags[channel_id] = origin
+
+    def link(self, uniqueid: str, record: str) -> bool:
+        """Tie a live call to a record (one the agent created from the screen-pop)."""
+        for group in self.groups.values():
+            call = group.calls.get(uniqueid)
+            if call is not None and call.ended_at is None:
+                if record not in call.linked:
+                    call.linked.append(record)
+                return True
+        return False
 
     def live_calls(self) -> list[CallState]:
         return [call for group in self.groups.values() for call in group.calls.values()]

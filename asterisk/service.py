@@ -45,6 +45,7 @@ from store.service import ServiceStatus
 log = logging.getLogger(__name__)
 
 DIAL_REQUESTED = "DialRequested"
+CALL_LINKED = "CallLinked"
 WRITE_QUEUE = 10_000
 SEEN_REQUESTS = 1000
 
@@ -73,7 +74,7 @@ def call_facts(call: CallState) -> CallFacts:
         did=call.did, queue=call.queue, ring_seconds=call.ring_seconds,
         talk_seconds=call.talk_seconds, hangup_cause=call.hangup_cause,
         recording=call.recording, transfer=call.transfer, origin=call.origin,
-        ended_in_gap=call.ended_in_gap,
+        linked=tuple(call.linked), ended_in_gap=call.ended_in_gap,
         segments=tuple(
             SegmentFacts(s.extension, s.channel, _utc(s.ring_at), _utc(s.answered_at),
                          _utc(s.ended_at), s.end_reason)
@@ -132,7 +133,7 @@ class PbxService:
 
     async def run(self, status: ServiceStatus) -> None:
         self.users = await self._load_users()
-        sub = self.store.bus.subscribe(DIAL_REQUESTED)
+        sub = self.store.bus.subscribe(DIAL_REQUESTED, CALL_LINKED)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.client.run(status), name=f"{self.name}:ami")
@@ -224,10 +225,13 @@ class PbxService:
             async with self.store.session() as session:
                 lookup = await find_callers(session, ring["number"], self.plan.region)
             card = cards[ring["call"]] = caller_card(lookup)
+        # An unknown caller: the pop offers a new lead or contact with the number filled in.
+        create = {"phone": ring["number"]} if not card and ring["number"] else None
         await self.store.bus.publish(
             "CallerIdentified",
             call=ring["call"], pbx=ring["pbx"], user_id=ring["user_id"],
             extension=ring["extension"], number=ring["number"], matches=card,
+            unknown=not card, create=create,
         )  # fmt: skip
 
     async def _write(self, facts: CallFacts) -> None:
@@ -246,6 +250,10 @@ class PbxService:
     async def _dial_requests(self, sub: Any) -> None:
         async for event in sub:
             if event.data.get("pbx") not in (None, self.plan.pbx):
+                continue
+            if event.type == CALL_LINKED:
+                # A record made from the screen-pop while the call goes on: file it there too.
+                self.correlator.link(str(event.data.get("call")), str(event.data.get("record")))
                 continue
             try:
                 await self.dial(event)

@@ -74,6 +74,7 @@ class CallFacts:
     recording: str | None = None
     transfer: str | None = None
     origin: str | None = None  # "contact:12": the record a click-to-dial call came from
+    linked: tuple[str, ...] = ()  # records tied to the call while it went on
     ended_in_gap: bool = False
     segments: tuple[SegmentFacts, ...] = ()
 
@@ -87,7 +88,8 @@ class RecordedCall:
     closed_callbacks: int = 0
 
 
-def _origin_ref(origin: str | None) -> RecordRef | None:
+def record_ref(origin: str | None) -> RecordRef | None:
+    """``"contact:12"`` as a record reference; None unless it names a CRM record."""
     if not origin or ":" not in origin:
         return None
     record_type, _, record_id = origin.partition(":")
@@ -149,8 +151,9 @@ async def record_call(
         return RecordedCall(call.id, created=True)
 
     records: list[RecordRef] = await match_ids(session, facts.external_number, region)
-    if (origin := _origin_ref(facts.origin)) is not None and origin not in records:
-        records.append(origin)
+    for text in (facts.origin, *facts.linked):
+        if (ref := record_ref(text)) is not None and ref not in records:
+            records.append(ref)
     activity = await log_activity(
         session, kind=ActivityKind.CALL, subject=_subject(facts), records=records,
         occurred_at=facts.started_at, ends_at=facts.ended_at, owner_id=call.agent_id,

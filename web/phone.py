@@ -6,7 +6,9 @@ the URL); from then on the socket receives the phone events addressed to
 that user only: ``CallRinging`` (the number at once), ``CallerIdentified``
 (the caller's card), ``CallRingEnded`` and ``CallAnswered``.  It may send
 ``{"type": "dial", "number": ..., "origin": "contact:12"}``, which becomes a
-``DialRequested`` on the bus for the PBX side (which checks the user may call).
+``DialRequested`` on the bus for the PBX side (which checks the user may call),
+and ``{"type": "link", "call": ..., "record": "lead:5"}`` when the agent made a
+record from the pop, so the call is filed on it too.
 
 ``/recordings/<token>`` serves a call's recording through a signed, expiring
 link: the token names the call, never a path, and the file must lie inside its
@@ -120,7 +122,11 @@ async def _client_message(store: Store, ws: web.WebSocketResponse, user_id: int,
     except ValueError:
         await ws.send_json({"type": "error", "reason": "not JSON"})
         return
-    if not isinstance(message, dict) or message.get("type") != "dial":
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "link":
+        await _link(store, ws, message)
+        return
+    if kind != "dial":
         await ws.send_json({"type": "error", "reason": "unknown message"})
         return
     number = message.get("number")
@@ -137,6 +143,17 @@ async def _client_message(store: Store, ws: web.WebSocketResponse, user_id: int,
         pbx=message.get("pbx") if isinstance(message.get("pbx"), str) else None,
     )
     await ws.send_json({"type": "dialling", "request": request})
+
+
+async def _link(store: Store, ws: web.WebSocketResponse, message: dict[str, object]) -> None:
+    """The agent made a record from the pop: the call will be filed on it as well."""
+    call, record = message.get("call"), message.get("record")
+    if not (isinstance(call, str) and isinstance(record, str) and ":" in record):
+        await ws.send_json({"type": "error", "reason": "link needs a call and a record"})
+        return
+    pbx = message.get("pbx") if isinstance(message.get("pbx"), str) else None
+    await store.bus.publish("CallLinked", call=call, record=record, pbx=pbx)
+    await ws.send_json({"type": "linked", "call": call, "record": record})
 
 
 async def recording(request: web.Request) -> web.StreamResponse:

@@ -248,3 +248,66 @@ def _empty_config(tmp_path: Path) -> Path:
     path = tmp_path / "rapport.toml"
     path.write_text("", encoding="utf-8")
     return path
+
+
+def test_a_click_to_dial_call_carries_its_origin_and_records_linked_meanwhile() -> None:
+    ended: list[CallState] = []
+    correlator = CallCorrelator(LAB_PLAN, lambda u, c, s: ended.append(c) if u == "ended" else None)
+    correlator.tag("rapport-abc", "contact:7")
+    feed = correlator.feed
+    # Originate's own Local pair carries our ChannelId; the agent's phone and the trunk follow.
+    feed(
+        _event(
+            "Newchannel",
+            Channel="Local/1004@from-internal-00000001;1",
+            Uniqueid="rapport-abc",
+            Linkedid="rapport-abc",
+            ChannelStateDesc="Down",
+            Exten="1004",
+        ),
+        1.0,
+    )
+    feed(
+        _event(
+            "Newchannel",
+            Channel="PJSIP/1004-00000002",
+            Uniqueid="200.2",
+            Linkedid="rapport-abc",
+            ChannelStateDesc="Down",
+            Exten="1004",
+        ),
+        1.1,
+    )
+    feed(
+        _event(
+            "Newchannel",
+            Channel="PJSIP/trunk-00000003",
+            Uniqueid="200.3",
+            Linkedid="rapport-abc",
+            ChannelStateDesc="Down",
+            Exten="s",
+        ),
+        4.0,
+    )
+    feed(
+        _event(
+            "DialBegin",
+            DestChannel="PJSIP/trunk-00000003",
+            DestUniqueid="200.3",
+            DestCallerIDNum="13812345678",
+            DialString="13812345678@trunk",
+        ),
+        4.0,
+    )
+    assert correlator.link("200.3", "lead:5")
+    for uid, name in (
+        ("200.3", "PJSIP/trunk-00000003"),
+        ("200.2", "PJSIP/1004-00000002"),
+        ("rapport-abc", "Local/1004@from-internal-00000001;1"),
+    ):
+        feed(_event("Hangup", Channel=name, Uniqueid=uid, Linkedid="rapport-abc", Cause="16"), 9.0)
+    (call,) = ended
+    assert call.direction == "outbound" and call.origin == "contact:7"
+    assert call.linked == ["lead:5"] and call.external_e164 == "+8613812345678"
+    assert call.disposition == "noanswer"
+    assert not correlator.link("200.3", "lead:6")  # over: nothing to link any more

@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy import select
 
 from asterisk.service import PbxService, PhoneSettings
+from store.activities import timeline
 from store.db import Store
 from store.identity import index_record
-from store.models import Call, Contact, Role, User
+from store.models import Call, Contact, Lead, Role, User
 from store.users import create_user
 from tests.asterisk.truth import LAB_PLAN, need_fixtures, scenarios, truth_of
 from tests.peers.ami import AmiTraceServer, load_trace
@@ -201,3 +202,30 @@ async def test_click_to_dial_originates_once_for_allowed_users_only(store: Store
     assert originate["Channel"] == "Local/1004@from-internal"
     assert originate["Exten"] == "13812345678" and originate["Async"] == "true"
     assert originate["ChannelId"] == started.data["channel_id"]
+
+
+async def test_an_unknown_caller_is_offered_as_new_and_a_record_made_meanwhile_gets_the_call(
+    store: Store,
+) -> None:
+    need_fixtures()
+    users = await _agents(store)
+    server = AmiTraceServer(load_trace("inbound_missed"), timestamps=True,
+                            replay_after="CoreShowChannels", time_scale=0.1)  # fmt: skip
+    async with store.bus.subscribe("CallerIdentified", "CallEnded") as events, server:
+        async with _running(store, server):
+            card = await asyncio.wait_for(events.get(), 5)
+            assert card.data["unknown"] and card.data["matches"] == []
+            assert card.data["create"] == {"phone": "4008352114"}
+            assert card.data["user_id"] == users["1001"]
+            # The agent makes a lead from the pop (the number typed another way).
+            async with store.session() as session, session.begin():
+                lead = Lead(last_name="新客户", company="", phone="400-835-2114")
+                session.add(lead)
+                await session.flush()
+            await store.bus.publish("CallLinked", call=card.data["call"], record=f"lead:{lead.id}")
+            ended = await asyncio.wait_for(events.get(), 5)
+    assert ended.type == "CallEnded" and ended.data["disposition"] == "missed"
+    async with store.session() as session:
+        items = await timeline(session, "lead", lead.id)
+    kinds = sorted(a.kind.value for a in items)
+    assert kinds == ["call", "task"]  # the call, and the callback task for the missed call

@@ -65,6 +65,13 @@ async def test_rings_reach_only_the_agent_they_are_for(store: Store) -> None:
             event = await asyncio.wait_for(requests.get(), 2)
         assert (event.data["user_id"], event.data["origin"]) == (alice_id, "contact:7")
         assert (await sockets["alice"].receive_json(timeout=2))["type"] == "dialling"
+
+        # A lead made from the pop is tied to the live call.
+        async with store.bus.subscribe("CallLinked") as links:
+            await sockets["alice"].send_json({"type": "link", "call": "1.1", "record": "lead:9"})
+            linked = await asyncio.wait_for(links.get(), 2)
+        assert (linked.data["call"], linked.data["record"]) == ("1.1", "lead:9")
+        assert (await sockets["alice"].receive_json(timeout=2))["type"] == "linked"
         for ws in sockets.values():
             await ws.close()
 
