@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import phonenumbers
+from phonenumbers import shortnumberinfo
 
 # Carrier IP-dialling prefixes put before a long-distance number (China).
 CN_IP_PREFIXES = ("17951", "12593", "17911", "17909", "10193", "11808")
@@ -49,10 +50,6 @@ class PhoneKey:
     kind: PhoneKind
     # What identities are matched on: the E.164 number, else ``<country>:<digits>``.
     match_key: str
-
-
-def _strip_prefix(digits: str, prefix: str | None) -> str:
-    return digits[len(prefix) :] if prefix and digits.startswith(prefix) else digits
 
 
 def _kind(number: phonenumbers.PhoneNumber) -> PhoneKind:
@@ -99,8 +96,26 @@ def normalise_phone(raw: str | None, region: PhoneRegion = DEFAULT_REGION) -> Ph
     digits = re.sub(r"\D", "", text)
     if not digits:
         return None
+    if plus:
+        return _key(raw, extension, digits, region, plus=True)[0]
+    prefix = region.outside_prefix
+    if prefix and digits.startswith(prefix) and len(digits) > len(prefix):
+        # Some PBXs put the outside-line digit before the caller's number, some do not:
+        # drop it unless only the number as sent is a real one (95588 behind a 9).
+        stripped, valid = _key(raw, extension, digits[len(prefix) :], region)
+        if not valid:
+            whole, whole_valid = _key(raw, extension, digits, region)
+            if whole_valid:
+                return whole
+        return stripped
+    return _key(raw, extension, digits, region)[0]
+
+
+def _key(
+    raw: str, extension: str | None, digits: str, region: PhoneRegion, *, plus: bool = False
+) -> tuple[PhoneKey, bool]:
+    """The key of a number's digits, and whether the numbering plan knows that number."""
     if not plus:
-        digits = _strip_prefix(digits, region.outside_prefix)
         if region.country == "CN":
             candidate = _cn_national(digits, region)
             plus = candidate.startswith("+")
@@ -109,17 +124,25 @@ def normalise_phone(raw: str | None, region: PhoneRegion = DEFAULT_REGION) -> Ph
             plus, digits = True, digits[2:]
     if not plus and len(digits) <= 6:
         # Service numbers (10086, 95588, 110) exist only inside their country.
-        return PhoneKey(raw, None, extension, "service", f"{region.country}:{digits}")
+        key = PhoneKey(raw, None, extension, "service", f"{region.country}:{digits}")
+        return key, _is_short_number(digits, region.country)
     try:
         number = phonenumbers.parse(("+" if plus else "") + digits, region.country)
     except phonenumbers.NumberParseException:
         number = None
+    valid = number is not None and phonenumbers.is_valid_number(number)
     # A number the numbering plan does not know is only trusted when it was written
     # with its country code; a bare one (62345678 with no area code) stays digits.
-    if number is not None and (
-        phonenumbers.is_valid_number(number) or (plus and phonenumbers.is_possible_number(number))
-    ):
+    if number is not None and (valid or (plus and phonenumbers.is_possible_number(number))):
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        kind = _kind(number) if phonenumbers.is_valid_number(number) else "unknown"
-        return PhoneKey(raw, e164, extension, kind, e164)
-    return PhoneKey(raw, None, extension, "unknown", f"{region.country}:{digits}")
+        kind = _kind(number) if valid else "unknown"
+        return PhoneKey(raw, e164, extension, kind, e164), valid
+    return PhoneKey(raw, None, extension, "unknown", f"{region.country}:{digits}"), False
+
+
+def _is_short_number(digits: str, country: str) -> bool:
+    try:
+        number = phonenumbers.parse(digits, country)
+    except phonenumbers.NumberParseException:
+        return False
+    return shortnumberinfo.is_valid_short_number_for_region(number, country)

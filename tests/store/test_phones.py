@@ -62,6 +62,16 @@ def test_outside_line_digit_is_dropped_only_when_configured() -> None:
     assert normalise_phone("913812345678", PhoneRegion()) != with_nine
 
 
+@pytest.mark.parametrize(("sent", "service"), [("95588", "95588"), ("995588", "95588"),
+                                               ("96110", "96110"), ("910086", "10086")])  # fmt: skip
+def test_a_service_number_that_starts_with_the_outside_digit_keeps_it(
+    sent: str, service: str
+) -> None:
+    # Regression: with outside line 9, a PBX that passes 95588 on unprefixed made it 5588.
+    key = normalise_phone(sent, PhoneRegion(outside_prefix="9"))
+    assert key is not None and key.match_key == f"CN:{service}" and key.kind == "service"
+
+
 def test_other_countries_and_garbage() -> None:
     us = normalise_phone("+1 (650) 253-0000", BEIJING)
     assert us is not None and us.e164 == "+16502530000"
