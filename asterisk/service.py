@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +126,11 @@ class PbxService:
             on_disconnected=self._lost,
         )
         self.users: dict[str, int] = {}  # extension -> user id
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(WRITE_QUEUE)
+        # Three lanes, so a ring is never behind a card lookup or a call being written.
+        self._signals: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(WRITE_QUEUE)
+        self._lookups: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WRITE_QUEUE)
+        self._writes: asyncio.Queue[CallFacts] = asyncio.Queue(WRITE_QUEUE)
+        self._cards: dict[str, list[dict[str, Any]]] = {}
         self._lost_at: float | None = None
         self._requests: OrderedDict[str, None] = OrderedDict()
 
@@ -137,7 +140,9 @@ class PbxService:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.client.run(status), name=f"{self.name}:ami")
-                group.create_task(self._work(), name=f"{self.name}:writer")
+                group.create_task(self._signal(), name=f"{self.name}:signals")
+                group.create_task(self._identify_callers(), name=f"{self.name}:callers")
+                group.create_task(self._write_calls(), name=f"{self.name}:writer")
                 group.create_task(self._dial_requests(sub), name=f"{self.name}:dial")
         finally:
             sub.close()
@@ -174,15 +179,13 @@ class PbxService:
     # -- correlator updates (synchronous, in event order) --------------------------------
 
     def _on_update(self, update: str, call: CallState, segment: Segment | None) -> None:
-        item: tuple[str, Any]
-        if update == "ended":
-            item = ("ended", call_facts(call))
-        else:
-            item = (update, self._ring_facts(call, segment))
         try:
-            self._queue.put_nowait(item)
+            if update == "ended":
+                self._writes.put_nowait(call_facts(call))
+            else:
+                self._signals.put_nowait((update, self._ring_facts(call, segment)))
         except asyncio.QueueFull:
-            log.error("%s: write queue full, %s for %s dropped", self.name, update, call.uniqueid)
+            log.error("%s: queue full, %s for %s dropped", self.name, update, call.uniqueid)
 
     def _ring_facts(self, call: CallState, segment: Segment | None) -> dict[str, Any]:
         ext = segment.extension if segment else None
@@ -200,31 +203,43 @@ class PbxService:
             "at": iso(time.time()),
         }
 
-    async def _work(self) -> None:
-        cards: dict[str, list[dict[str, Any]]] = {}
+    async def _signal(self) -> None:
+        """Rings, withdrawals and answers go out as they happen: no database work here."""
+        names = {
+            "ringing": "CallRinging",
+            "ring_ended": "CallRingEnded",
+            "answered": "CallAnswered",
+        }
         while True:
-            update, item = await self._queue.get()
-            try:
-                if update == "ended":
-                    await self._write(item)
-                    cards.pop(item.uniqueid, None)
-                elif update == "ringing":
-                    await self.store.bus.publish("CallRinging", **item)
-                    await self._identify(item, cards)
-                elif update == "ring_ended":
-                    await self.store.bus.publish("CallRingEnded", **item)
-                elif update == "answered":
-                    await self.store.bus.publish("CallAnswered", **item)
-            except RapportError:
-                log.exception("%s: %s for call %s failed", self.name, update, _key(item))
+            update, item = await self._signals.get()
+            await self.store.bus.publish(names[update], **item)
+            if update == "ringing":
+                self._lookups.put_nowait(item)
 
-    async def _identify(self, ring: dict[str, Any], cards: dict[str, list[dict[str, Any]]]) -> None:
+    async def _identify_callers(self) -> None:
+        while True:
+            ring = await self._lookups.get()
+            try:
+                await self._identify(ring)
+            except RapportError:
+                log.exception("%s: looking up the caller of %s failed", self.name, ring["call"])
+
+    async def _write_calls(self) -> None:
+        while True:
+            facts = await self._writes.get()
+            try:
+                await self._write(facts)
+            except RapportError:
+                log.exception("%s: writing call %s failed", self.name, facts.uniqueid)
+            self._cards.pop(facts.uniqueid, None)
+
+    async def _identify(self, ring: dict[str, Any]) -> None:
         """Who is calling: every match, shown as many as there are (never silently one)."""
-        card = cards.get(ring["call"])
+        card = self._cards.get(ring["call"])
         if card is None:
             async with self.store.session() as session:
                 lookup = await find_callers(session, ring["number"], self.plan.region)
-            card = cards[ring["call"]] = caller_card(lookup)
+            card = self._cards[ring["call"]] = caller_card(lookup)
         # An unknown caller: the pop offers a new lead or contact with the number filled in.
         create = {"phone": ring["number"]} if not card and ring["number"] else None
         await self.store.bus.publish(
@@ -326,9 +341,3 @@ class PbxService:
         if ext is None:
             raise RapportError(f"user {row.username!r} has no extension on {self.plan.pbx}")
         return ext
-
-
-def _key(item: Any) -> str:
-    if isinstance(item, Mapping):
-        return str(item.get("call"))
-    return str(getattr(item, "uniqueid", "?"))
