@@ -34,7 +34,7 @@ from asterisk.correlator import CallCorrelator, CallState, Segment, iso
 from asterisk.dialing import dialable
 from asterisk.plan import ChannelPlan
 from store.bus import Event
-from store.callers import CallerLookup, find_callers
+from store.callers import CallerLookup, PhoneIndexReader, find_callers
 from store.calls import CallFacts, SegmentFacts, record_call
 from store.db import Store
 from store.errors import RapportError, TransientError
@@ -136,16 +136,18 @@ class PbxService:
 
     async def run(self, status: ServiceStatus) -> None:
         self.users = await self._load_users()
+        index = PhoneIndexReader(self.store.engine)
         sub = self.store.bus.subscribe(DIAL_REQUESTED, CALL_LINKED)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.client.run(status), name=f"{self.name}:ami")
-                group.create_task(self._signal(), name=f"{self.name}:signals")
+                group.create_task(self._signal(index), name=f"{self.name}:signals")
                 group.create_task(self._identify_callers(), name=f"{self.name}:callers")
                 group.create_task(self._write_calls(), name=f"{self.name}:writer")
                 group.create_task(self._dial_requests(sub), name=f"{self.name}:dial")
         finally:
             sub.close()
+            await index.aclose()
 
     async def _load_users(self) -> dict[str, int]:
         names = dict(self.plan.extensions)
@@ -203,7 +205,7 @@ class PbxService:
             "at": iso(time.time()),
         }
 
-    async def _signal(self) -> None:
+    async def _signal(self, index: PhoneIndexReader) -> None:
         """Rings, withdrawals and answers go out as they happen: no database work here."""
         names = {
             "ringing": "CallRinging",
@@ -212,6 +214,13 @@ class PbxService:
         }
         while True:
             update, item = await self._signals.get()
+            if update == "ringing":
+                # Who it is, as ids, from the phone index in tens of microseconds.
+                try:
+                    refs = await index.match_ids(item["number"], self.plan.region)
+                except RapportError:
+                    refs = []
+                item["records"] = [f"{kind}:{record_id}" for kind, record_id in refs]
             await self.store.bus.publish(names[update], **item)
             if update == "ringing":
                 self._lookups.put_nowait(item)

@@ -40,7 +40,12 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from daemon.heap import settle_after_start  # noqa: E402
 from store.base import utcnow  # noqa: E402
-from store.callers import MATCH_IDS_QUERY, find_callers, match_ids  # noqa: E402
+from store.callers import (  # noqa: E402
+    MATCH_IDS_QUERY,
+    PhoneIndexReader,
+    find_callers,
+    match_ids,
+)
 from store.engine import make_engine, make_sessionmaker  # noqa: E402
 from store.migrate import upgrade_to_head  # noqa: E402
 from store.phones import PhoneRegion, normalise_phone  # noqa: E402
@@ -279,6 +284,7 @@ def _pct_us(values: list[float], q: int) -> float:
 class Timed:
     engine: str
     match_ids: list[float] = field(default_factory=list)
+    session_ids: list[float] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
     cards: list[float] = field(default_factory=list)
     right: int = 0
@@ -306,20 +312,31 @@ async def _plan(session: AsyncSession, engine: str, key: str) -> list[str]:
 async def time_lookups(url: str, engine: str, lookups: list[Lookup]) -> Timed:
     timed = Timed(engine)
     store_engine = make_engine(url)
+    sessions = make_sessionmaker(store_engine)
+    reader = PhoneIndexReader(store_engine)
     try:
-        async with make_sessionmaker(store_engine)() as session:
+        async with sessions() as session:
             for one in lookups[:WARM_UP]:
+                await reader.match_ids(one.sent, TRUNK)
                 await match_ids(session, one.sent, TRUNK)
             settle_after_start()  # as the daemon does once it has started
             clock = time.perf_counter
+            # What the phone service runs for every ringing call.
             for one in lookups:
                 began = clock()
-                found = await match_ids(session, one.sent, TRUNK)
+                found = await reader.match_ids(one.sent, TRUNK)
                 timed.match_ids.append(clock() - began)
                 if frozenset(found) == one.expected:
                     timed.right += 1
                 elif len(timed.wrong) < 5:
                     timed.wrong.append(f"{one.spelling}: {one.sent!r} gave {found}")
+            # The same query inside an ORM session (filing, record pages).
+            for one in lookups:
+                began = clock()
+                found = await match_ids(session, one.sent, TRUNK)
+                timed.session_ids.append(clock() - began)
+                if frozenset(found) != one.expected and len(timed.wrong) < 5:
+                    timed.wrong.append(f"session {one.spelling}: {one.sent!r} gave {found}")
             round_trip = await _driver_round_trip(session)
             for _ in range(len(lookups)):
                 began = clock()
@@ -333,6 +350,7 @@ async def time_lookups(url: str, engine: str, lookups: list[Lookup]) -> Timed:
             assert key is not None
             timed.plan = await _plan(session, engine, key.match_key)
     finally:
+        await reader.aclose()
         await store_engine.dispose()
     return timed
 
@@ -374,8 +392,11 @@ async def lookup_section(args: argparse.Namespace, work: Path) -> None:
     for t in results:
         goal = GOAL_P99_US[t.engine]
         p99 = _pct_us(t.match_ids, 99)
-        print(f"{'match_ids, ' + t.engine:<48} {_pct_us(t.match_ids, 50):>8.0f} {p99:>8.0f} "
+        print(f"{'phone lookup (PhoneIndexReader), ' + t.engine:<48} {_pct_us(t.match_ids, 50):>8.0f} {p99:>8.0f} "
               f"{goal:>9}  {'yes' if p99 < goal else 'NO':<4} {t.right}/{len(t.match_ids)}")  # fmt: skip
+    for t in results:
+        print(f"{'  match_ids in an ORM session, ' + t.engine:<48} "
+              f"{_pct_us(t.session_ids, 50):>8.0f} {_pct_us(t.session_ids, 99):>8.0f}")  # fmt: skip
     for t in results:
         print(f"{'  floor: driver round trip SELECT 1, ' + t.engine:<48} "
               f"{_pct_us(t.floor, 50):>8.0f} {_pct_us(t.floor, 99):>8.0f}")  # fmt: skip

@@ -171,6 +171,7 @@ async def test_the_ringing_agents_get_the_pop_and_see_every_match(store: Store) 
     assert (ring["number"], ring["e164"], ring["did"], ring["queue"]) == (
         "+8618600003333", "+8618600003333", "02885550200", "support",
     )  # fmt: skip
+    assert len(ring["records"]) == 2 and all(r.startswith("contact:") for r in ring["records"])
     card = next(e for e in seen if e.type == "CallerIdentified").data["matches"]
     assert sorted(m["name"] for m in card) == ["王芳", "王芳(公司)"]  # two, never one
 

@@ -24,10 +24,12 @@ from store.callers import (
     AccountRef,
     CallerLookup,
     OwnerRef,
+    PhoneIndexReader,
     RecentActivity,
     find_callers,
     match_ids,
 )
+from store.db import Store
 from store.identity import index_record
 from store.models import (
     Account,
@@ -398,3 +400,32 @@ async def test_a_stored_number_is_found_by_any_spelling_of_it(
     contact = Contact(last_name="Property", **{field: stored})
     await add(session, contact)
     assert ("contact", contact.id) in await ids(session, sent)
+
+
+async def test_the_phone_index_reader_finds_what_a_session_finds(store: Store) -> None:
+    """The ringing-call path (own connection, outside transactions) agrees with match_ids."""
+    async with store.session() as session, session.begin():
+        husband = Contact(first_name="明", last_name="陈", mobile="13912345678")
+        wife = Contact(first_name="丽", last_name="陈", phone="+86 139 1234 5678")
+        gone = Contact(first_name="旧", last_name="号", mobile="13800001111")
+        office = Account(name="成都办公室", phone="(028) 8765-4321")
+        await add(session, husband, wife, gone, office)
+        await soft_delete(session, "contact", gone.id, None)
+    reader = PhoneIndexReader(store.engine)
+    try:
+        for number in ("013912345678", "8613912345678", "87654321", "913800001111", "10086",
+                       "+8617912345678", None, "anonymous"):  # fmt: skip
+            async with store.session() as session:
+                expected = await match_ids(session, number, CHENGDU)
+            assert await reader.match_ids(number, CHENGDU) == expected
+        assert await reader.match_ids("139 1234 5678", CHENGDU) == [
+            ("contact", husband.id), ("contact", wife.id),
+        ]  # fmt: skip
+        assert await reader.match_ids("87654321", CHENGDU) == [("account", office.id)]
+        # A record added later is seen at once: the reader holds no snapshot.
+        async with store.session() as session, session.begin():
+            late = Contact(first_name="新", last_name="客", mobile="18600001234")
+            await add(session, late)
+        assert await reader.match_ids("+86 186 0000 1234", CHENGDU) == [("contact", late.id)]
+    finally:
+        await reader.aclose()
