@@ -196,7 +196,7 @@ async def test_a_silent_peer_is_dropped_within_ping_interval_plus_timeout() -> N
             silenced = time.monotonic()
             await until(lambda: status.count("degraded") == 1)
             _, detail, when = status.history[-1]
-            assert when - silenced <= 0.2 + 0.2 + 0.15
+            assert when - silenced <= 0.2 + 0.2 + 0.4  # slack for a loaded 2-core CI machine
             assert "Ping" in detail
             await until(lambda: status.count("ready") == 2)
         assert server.connections == 2
