@@ -24,6 +24,7 @@ import codecs
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -74,6 +75,10 @@ class AmiSettings:
     ping_timeout: float = 5.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    # AMI over TLS (manager.conf tlsenable, usually port 5039); the CA file for a
+    # PBX with its own certificate authority, else the system's.
+    tls: bool = False
+    ca_file: str | None = None
 
 
 def reconnect_delay(
@@ -379,9 +384,10 @@ class AmiClient:
         factory = partial(
             AmiConnection, self.on_event, self.clock, self._saw_system_name, self.name
         )
+        context = ssl.create_default_context(cafile=s.ca_file) if s.tls else None
         try:
             _transport, conn = await asyncio.wait_for(
-                loop.create_connection(factory, s.host, s.port), s.connect_timeout
+                loop.create_connection(factory, s.host, s.port, ssl=context), s.connect_timeout
             )
         except (OSError, TimeoutError) as err:
             raise TransientError(

@@ -95,6 +95,7 @@ def phone_settings(pbx: PbxConfig) -> PhoneSettings:
         ami=AmiSettings(
             name=pbx.name, host=pbx.host, port=pbx.port, username=pbx.username,
             secret=pbx.secret.reveal() if pbx.secret else "",
+            tls=pbx.security == "tls", ca_file=str(pbx.ca_file) if pbx.ca_file else None,
         ),
         dial_context=pbx.dial_context,
     )  # fmt: skip

@@ -213,12 +213,16 @@ class PbxConfig(_Peer):
     dial_context: str = "from-internal"
     # Where MixMonitor writes; recordings are served from here only, by signed link.
     recordings_dir: Path | None = None
+    # For security = "tls": the CA that signed the PBX's certificate, if not a public one.
+    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
         problems = self._problems()
         if self.secret is None:
             problems.append(f"missing secret: secret for PBX {self.name!r}")
+        if self.security == "starttls":
+            problems.append("AMI has no STARTTLS: security must be 'tls' (port 5039) or 'plain'")
         problems += check_patterns(self.trunks, "trunks")
         problems += check_patterns(self.phones, "phones")
         problems += [

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from tests.peers.ami import (
     message,
     split_each_message_at,
 )
+from tests.peers.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no AMI fixtures at {FIXTURES}")
 
@@ -346,3 +349,26 @@ async def test_two_pbxs_at_once_keep_their_events_apart() -> None:
         assert {system for system, _ in got[name]} == {f"pbx-{name}"}
         assert [m["SystemName"] for _, m in got[name]] == [f"pbx-{name}"] * len(got[name])
         assert [m["Event"] for _, m in got[name]] == [m.name for m in traces[name].events]
+
+
+async def test_ami_over_tls_with_the_pbxs_own_ca(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    trace = load_trace("inbound_answered")
+    got: list[Message] = []
+    async with AmiTraceServer(trace, tls=context) as server:
+        client = AmiClient(
+            server.settings(tls=True, ca_file=cert, **FAST), lambda m, t: got.append(m)
+        )
+        status = Status()
+        async with running(client, status):
+            await until(lambda: len(got) == len(trace.events), within_s=5)
+        # Without the PBX's CA the certificate is refused: no login, retried as transient.
+        untrusting = AmiClient(server.settings(tls=True, **FAST), lambda m, t: None)
+        doubtful = Status()
+        async with running(untrusting, doubtful):
+            await until(lambda: doubtful.count("degraded") >= 1, within_s=3)
+        assert doubtful.count("ready") == 0
+        assert "certificate" in doubtful.history[0][1].lower()
+    assert server.logins == 1

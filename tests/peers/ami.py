@@ -18,6 +18,7 @@ import bisect
 import contextlib
 import itertools
 import json
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,7 @@ class AmiTraceServer:
         originate: OriginateMode = "answer",
         replay_after: str = "Login",
         timestamps: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``drop_at=i``: the connection replaying message i drops just before sending it;
         messages i..``resume_at``-1 are lost (they happened while the client was away),
@@ -267,6 +269,7 @@ class AmiTraceServer:
         self.originate_mode: OriginateMode = originate
         self.replay_after = replay_after.lower()
         self.timestamps = timestamps
+        self.tls = tls
         self.connections = 0
         self.logins = 0
         self.actions: list[list[tuple[str, str]]] = []
@@ -287,7 +290,9 @@ class AmiTraceServer:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> AmiTraceServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.requested_port)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.requested_port, ssl=self.tls
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
