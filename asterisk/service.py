@@ -266,8 +266,13 @@ class PbxService:
                 "CallEnded",
                 pbx=facts.pbx, call=facts.uniqueid, call_id=result.call_id,
                 disposition=facts.disposition.value, number=facts.external_number,
-                callback_id=result.callback_id,
+                callback_id=result.callback_id, user_id=self._final_agent(facts),
             )  # fmt: skip
+
+    def _final_agent(self, facts: CallFacts) -> int | None:
+        """Who had the call last: the pop on their screen closes with it."""
+        talked = [s.extension for s in facts.segments if s.answered_at and s.extension]
+        return self.users.get(talked[-1]) if talked else None
 
     # -- click-to-dial -----------------------------------------------------------------
 

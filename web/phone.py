@@ -4,7 +4,7 @@
 authenticates (``{"type": "auth", "token": ...}``; the token never travels in
 the URL); from then on the socket receives the phone events addressed to
 that user only: ``CallRinging`` (the number at once), ``CallerIdentified``
-(the caller's card), ``CallRingEnded`` and ``CallAnswered``.  It may send
+(the caller's card), ``CallRingEnded``, ``CallAnswered`` and ``CallEnded``.  It may send
 ``{"type": "dial", "number": ..., "origin": "contact:12"}``, which becomes a
 ``DialRequested`` on the bus for the PBX side (which checks the user may call),
 and ``{"type": "link", "call": ..., "record": "lead:5"}`` when the agent made a
@@ -34,7 +34,7 @@ from store.signed_links import sign_link, verify_link
 
 log = logging.getLogger(__name__)
 
-PHONE_EVENTS = ("CallRinging", "CallerIdentified", "CallRingEnded", "CallAnswered")
+PHONE_EVENTS = ("CallRinging", "CallerIdentified", "CallRingEnded", "CallAnswered", "CallEnded")
 AUTH_TIMEOUT_S = 10.0
 RECORDING_PURPOSE = "recording"
 RECORDING_TTL_S = 3600.0
