@@ -64,7 +64,7 @@ def tracked_html(html: str, base_url: str, token: str, links: Sequence[str]) -> 
 def build_message(
     *, sender: Sender, message_id: str, to: Sequence[str], cc: Sequence[str], subject: str,
     text: str, html: str | None, in_reply_to: str | None = None,
-    unsubscribe_url: str | None = None,
+    unsubscribe_url: str | None = None, attachments: Sequence[Attached] = (),
 ) -> EmailMessage:  # fmt: skip
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = email.utils.formataddr((sender.name, sender.address))
@@ -86,4 +86,21 @@ def build_message(
     message.set_content(text or "")
     if html:
         message.add_alternative(html, subtype="html")
+    for item in attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        if not subtype:
+            maintype, subtype = "application", "octet-stream"
+        # A Chinese file name goes out RFC 2231-encoded, which every mail client reads.
+        message.add_attachment(
+            item.data, maintype=maintype, subtype=subtype, filename=item.filename
+        )
     return message
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A file going out with a mail: a document of the record it is sent from."""
+
+    filename: str
+    content_type: str
+    data: bytes

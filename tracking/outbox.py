@@ -32,10 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.activities import RecordRef, log_activity
 from store.base import utcnow
 from store.db import Store
+from store.documents import live_documents
 from store.errors import AuthError, ValidationError
 from store.identity import normalise_email
 from store.models import (
     ActivityKind,
+    Attachment,
     Direction,
     Email,
     EmailIdentity,
@@ -47,13 +49,22 @@ from store.models import (
     TrackedLink,
 )
 from store.service import ServiceStatus
-from tracking.compose import Sender, build_message, links_of, new_message_id, tracked_html
+from tracking.compose import (
+    Attached,
+    Sender,
+    build_message,
+    links_of,
+    new_message_id,
+    tracked_html,
+)
 from tracking.sent import record_sent
 from tracking.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 OUTBOX_QUEUED = "OutboxQueued"
 POLL_S = 5.0
+# What relays commonly take for one message, attachments included (before base64).
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 BACKOFF_FIRST_S = 30.0
 BACKOFF_MAX_S = 3600.0
 MAX_ATTEMPTS = 12  # about half a day of retries
@@ -76,6 +87,8 @@ class Draft:
     records: Sequence[RecordRef] = ()
     in_reply_to: str | None = None
     bulk: bool = False
+    # Documents (``store.documents``) to attach, by id: a quote's PDF, a price list.
+    documents: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,14 @@ async def queue_mail(
         )  # fmt: skip
         session.add(email)
         await session.flush()
+        attached = await live_documents(session, draft.documents)
+        if sum(d.size for d in attached) > MAX_ATTACHMENT_BYTES:
+            raise ValidationError({"documents": "together larger than the relay takes (20 MB)"})
+        session.add_all(
+            Attachment(email_id=email.id, filename=d.filename, content_type=d.content_type,
+                       size=d.size, blob_sha256=d.blob_sha256)
+            for d in attached
+        )  # fmt: skip
         await record_sent(session, email.id, recipients, links_of(draft.html))
         session.add(OutboxEntry(email_id=email.id, bulk=draft.bulk, queued_by_id=user_id))
         records = list(dict.fromkeys([*draft.records, *await _owners(session, recipients)]))
@@ -242,6 +263,17 @@ class OutboxSender:
                 if entry.bulk
                 else set()
             )
+            files = list(
+                await session.scalars(
+                    select(Attachment)
+                    .where(Attachment.email_id == email.id)
+                    .order_by(Attachment.id)
+                )
+            )
+        attachments = [
+            Attached(f.filename, f.content_type, await self.store.blobs.read(f.blob_sha256))
+            for f in files
+        ]
         error: str | None = None
         connection: smtplib.SMTP | None = None
         try:
@@ -257,7 +289,7 @@ class OutboxSender:
                 if connection is None:  # before "sending": a relay that is down took nothing
                     connection = await asyncio.to_thread(self._connect)
                 await self._mark(recipient.id, "sending", None, attempt=True)
-                raw = self._copy(email, recipient, links, entry.bulk)
+                raw = self._copy(email, recipient, links, entry.bulk, attachments)
                 try:
                     await asyncio.to_thread(self._send, connection, recipient.address, raw)
                 except _Uncertain as err:
@@ -281,7 +313,10 @@ class OutboxSender:
                     await asyncio.to_thread(connection.quit)
         await self._settle(entry_id, error)
 
-    def _copy(self, email: Email, recipient: SentRecipient, links: list[str], bulk: bool) -> bytes:
+    def _copy(
+        self, email: Email, recipient: SentRecipient, links: list[str], bulk: bool,
+        attachments: Sequence[Attached] = (),
+    ) -> bytes:  # fmt: skip
         token = self.signer.sign(recipient.id)
         html = (
             tracked_html(email.html_body, self.base_url, token, links) if email.html_body else None
@@ -291,6 +326,7 @@ class OutboxSender:
             to=[a["address"] for a in email.to], cc=[a["address"] for a in email.cc],
             subject=email.subject, text=email.text_body, html=html, in_reply_to=email.in_reply_to,
             unsubscribe_url=f"{self.base_url}/u/{token}" if bulk else None,
+            attachments=attachments,
         )  # fmt: skip
         return message.as_bytes()
 

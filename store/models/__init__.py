@@ -33,7 +33,7 @@ from store.models.crm import (
 )
 from store.models.identity import EmailIdentity, PhoneIdentity
 from store.models.mail import ImapAction, ImapCursor, MailRule
-from store.models.meta import AuditEntry, Tag, Tagging
+from store.models.meta import AuditEntry, Document, Tag, Tagging
 from store.models.tracking import (
     MailOptOut,
     MailTemplate,
@@ -75,6 +75,7 @@ __all__ = [
     "CampaignStatus",
     "Contact",
     "Direction",
+    "Document",
     "Email",
     "EmailIdentity",
     "EmailKind",

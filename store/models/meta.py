@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from store.base import Base, BigId, IdMixin, utcnow
+from store.base import Base, BigId, IdMixin, SoftDeleteMixin, TimestampMixin, utcnow
 
 
 class Tag(IdMixin, Base):
@@ -49,3 +49,27 @@ class AuditEntry(IdMixin, Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_audit_trail_record", "record_type", "record_id", "at"),)
+
+
+class Document(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
+    """A file kept on a record (a quote's PDF, a contract, a price list).
+
+    The bytes live in the blob store by content hash; a mail sent from the
+    record can attach any of its documents.
+    """
+
+    __tablename__ = "documents"
+    __record_type__ = "document"
+
+    record_type: Mapped[str] = mapped_column(String(24))
+    record_id: Mapped[int] = mapped_column(BigId)
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    blob_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+
+    __table_args__ = (Index("ix_documents_record", "record_type", "record_id"),)

@@ -20,9 +20,10 @@ from scanner.smtp import TlsSMTP
 from store.activities import timeline
 from store.base import utcnow
 from store.db import Store
+from store.documents import add_document, documents_of
 from store.errors import AuthError, ValidationError
 from store.identity import index_record
-from store.models import Contact, Email, MailOptOut, OutboxEntry, SentRecipient
+from store.models import Attachment, Contact, Email, MailOptOut, OutboxEntry, SentRecipient
 from tests.peers.local import free_port
 from tests.peers.tls import self_signed
 from tests.scanner.test_pipeline import ingest
@@ -305,3 +306,40 @@ async def test_starttls_and_login_and_a_refused_login_stops_the_sender(
     right = RelaySettings("127.0.0.1", port, "starttls", "crm", "relay-pass", ca_file=ca)
     await OutboxSender(store, right, SENDER, SIGNER, BASE).deliver_due()
     assert (await entry_of(store, email_id)).state == "sent" and len(handler.messages) == 1
+
+
+async def test_a_records_documents_go_out_as_attachments(
+    store: Store, relay: tuple[Relay, int]
+) -> None:
+    handler, port = relay
+    contact_id = await contact(store, "wang.fang@jinlong.cn")
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 64
+    async with store.session() as session, session.begin():
+        quote = await add_document(session, store.blobs, ("contact", contact_id),
+                                   "报价单 2026-11.pdf", pdf)  # fmt: skip
+        sheet = await add_document(session, store.blobs, ("contact", contact_id),
+                                   "C:\\Users\\销售\\价格表.xlsx", b"PK\x03\x04 sheet")  # fmt: skip
+        listed = [d.filename for d in await documents_of(session, ("contact", contact_id))]
+    assert sorted(listed) == ["价格表.xlsx", "报价单 2026-11.pdf"]  # a path is never kept
+    draft = Draft(to=["wang.fang@jinlong.cn"], subject="报价单", text="附件是报价单。",
+                  records=[("contact", contact_id)], documents=[quote.id, sheet.id])  # fmt: skip
+    email_id = await queue_mail(store, draft, SENDER)
+    assert await outbox(store, port).deliver_due() == 1
+    ((_, message),) = handler.messages
+    files = {part.get_filename(): part for part in message.iter_attachments()}
+    assert set(files) == {"报价单 2026-11.pdf", "价格表.xlsx"}
+    assert files["报价单 2026-11.pdf"].get_content() == pdf
+    assert files["报价单 2026-11.pdf"].get_content_type() == "application/pdf"
+    assert "附件是报价单" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    async with store.session() as session:
+        stored = await session.get(Email, email_id)
+        kept = list(
+            await session.scalars(select(Attachment).where(Attachment.email_id == email_id))
+        )
+    assert stored is not None and {a.filename for a in kept} == set(files)
+
+    # A document that is gone (or never was) refuses the mail, naming it.
+    with pytest.raises(ValidationError) as refused:
+        await queue_mail(store, Draft(to=["a@b.cn"], subject="x", text="y", documents=[9999]),
+                         SENDER)  # fmt: skip
+    assert "9999" in refused.value.errors["documents"]

@@ -1,8 +1,8 @@
-"""calls: callbacks, agent, transfer, seconds in tenths; api tokens
+"""calls: callbacks, agent, transfer, seconds in tenths; api tokens; documents
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-23 10:37:26.103424
+Create Date: 2026-11-23 11:42:21.580225
 """
 
 from collections.abc import Sequence
@@ -43,6 +43,54 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_tokens_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "documents",
+        sa.Column("record_type", sa.String(length=24), nullable=False),
+        sa.Column(
+            "record_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("filename", sa.String(length=500), nullable=False),
+        sa.Column("content_type", sa.String(length=255), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("blob_sha256", sa.String(length=64), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column(
+            "created_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("created_at", store.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", store.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", store.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "deleted_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["blob_sha256"], ["blobs.sha256"], name=op.f("fk_documents_blob_sha256_blobs")
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"],
+            ["users.id"],
+            name=op.f("fk_documents_created_by_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["deleted_by_id"],
+            ["users.id"],
+            name=op.f("fk_documents_deleted_by_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
+    )
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_documents_blob_sha256"), ["blob_sha256"], unique=False)
+        batch_op.create_index(batch_op.f("ix_documents_deleted_at"), ["deleted_at"], unique=False)
+        batch_op.create_index("ix_documents_record", ["record_type", "record_id"], unique=False)
 
     op.create_table(
         "call_backs",
@@ -143,6 +191,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_call_backs_activity_id"))
 
     op.drop_table("call_backs")
+    with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.drop_index("ix_documents_record")
+        batch_op.drop_index(batch_op.f("ix_documents_deleted_at"))
+        batch_op.drop_index(batch_op.f("ix_documents_blob_sha256"))
+
+    op.drop_table("documents")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_tokens_user_id"))
 
