@@ -32,6 +32,7 @@ from store.migrate import upgrade_to_head
 from store.users import ensure_admin
 from tracking import listener as tracking_listener
 from tracking.compose import Sender
+from tracking.mail_api import OutboxApi
 from tracking.outbox import OutboxSender, RelaySettings
 from tracking.tokens import TokenSigner
 from web import app as web_app
@@ -111,7 +112,13 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
                 pbx.name: pbx.recordings_dir for pbx in config.asterisk.pbx if pbx.recordings_dir
             },
         )
-        app = web_app.create_app(store, phone)
+        relay = config.smtp_relay
+        mail = (
+            OutboxApi(store, Sender(address=relay.from_address, name=relay.from_name))
+            if relay.from_address
+            else None
+        )
+        app = web_app.create_app(store, phone, mail)
         add_health_routes(app, supervisor, metrics)
         return app
 

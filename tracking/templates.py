@@ -44,13 +44,24 @@ class Rendered:
     html: str | None
 
 
+def _template_line(err: BaseException) -> int | None:
+    """The template line a render-time error came from (Jinja2 maps its frames to lines)."""
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def _render(
     part: str, source: str, env: ImmutableSandboxedEnvironment, fields: Mapping[str, Any]
 ) -> str:
     try:
         return env.from_string(source).render(**fields)
     except TemplateError as err:
-        line = getattr(err, "lineno", None)
+        line = getattr(err, "lineno", None) or _template_line(err)
         where = f" (line {line})" if line else ""
         raise ValidationError({part: f"{type(err).__name__}{where}: {err.message or err}"}) from err
 

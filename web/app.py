@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from store.context import correlated
 from store.db import Store
 from store.models import Account, Contact, Lead, Opportunity
+from web.api import MailApi, add_api_routes, bearer_auth
 from web.phone import PhoneConfig, add_phone_routes
 
 STORE_KEY = web.AppKey("store", Store)
@@ -53,8 +54,10 @@ async def request_id(
         return response
 
 
-def create_app(store: Store, phone: PhoneConfig | None = None) -> web.Application:
-    app = web.Application(middlewares=[request_id])
+def create_app(
+    store: Store, phone: PhoneConfig | None = None, mail: MailApi | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[request_id, bearer_auth])
     app[STORE_KEY] = store
     aiohttp_jinja2.setup(
         app,
@@ -64,4 +67,5 @@ def create_app(store: Store, phone: PhoneConfig | None = None) -> web.Applicatio
     app.router.add_get("/", home)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
+    add_api_routes(app, store, mail)
     return app

@@ -1,0 +1,106 @@
+"""The JSON API under ``/api/v1``: token-authenticated, JSON in and out.
+
+An integration sends ``Authorization: Bearer <token>`` (``rapport token
+create --user NAME``); the call then acts as that user.  Errors are JSON too:
+401 without a valid token, 422 with every problem of a bad body as
+``{"errors": {field: message}}``, 503 when the part behind it is not set up.
+
+Mail goes through the shared outbox: ``POST /api/v1/mail`` queues one (words,
+or a template with the records to merge; documents to attach) and answers
+202 with its id; ``POST /api/v1/mail/preview`` renders a template without
+queueing anything.  The daemon hands the outbox in (``MailApi``), so this
+package does not import the mail-out package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from store.api_tokens import user_for_token
+from store.db import Store
+from store.errors import ValidationError
+
+
+class MailApi(Protocol):
+    async def send(self, user_id: int, body: Mapping[str, Any]) -> int: ...
+
+    async def preview(self, user_id: int, body: Mapping[str, Any]) -> dict[str, str | None]: ...
+
+
+API_STORE_KEY = web.AppKey("api_store", Store)
+MAIL_KEY = web.AppKey("api_mail", object)
+USER_KEY = web.RequestKey("api_user_id", int)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _error(status: int, **body: Any) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def bearer_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every ``/api/v1`` call acts as the user whose live token it carries."""
+    if not request.path.startswith("/api/v1/"):
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, error="send Authorization: Bearer <token>")
+    async with request.app[API_STORE_KEY].session() as session, session.begin():
+        user = await user_for_token(session, token.strip())
+    if user is None:
+        return _error(401, error="unknown or revoked token")
+    request[USER_KEY] = user.id
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> Mapping[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ValidationError({"body": "larger than 1 MB"})
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as err:
+        raise ValidationError({"body": f"not JSON: {err}"}) from err
+    if not isinstance(body, dict):
+        raise ValidationError({"body": "a JSON object"})
+    return body
+
+
+def _mail(request: web.Request) -> MailApi | None:
+    mail = request.app.get(MAIL_KEY)
+    return mail if mail is not None else None  # type: ignore[return-value]
+
+
+async def send_mail(request: web.Request) -> web.Response:
+    mail = _mail(request)
+    if mail is None:
+        return _error(503, error="no outbox: set [smtp_relay] from_address")
+    try:
+        email_id = await mail.send(request[USER_KEY], await _json(request))
+    except ValidationError as err:
+        return _error(422, errors=err.errors)
+    return web.json_response({"email_id": email_id, "state": "queued"}, status=202)
+
+
+async def preview_mail(request: web.Request) -> web.Response:
+    mail = _mail(request)
+    if mail is None:
+        return _error(503, error="no outbox: set [smtp_relay] from_address")
+    try:
+        rendered = await mail.preview(request[USER_KEY], await _json(request))
+    except ValidationError as err:
+        return _error(422, errors=err.errors)
+    return web.json_response(rendered)
+
+
+def add_api_routes(app: web.Application, store: Store, mail: MailApi | None) -> None:
+    app[API_STORE_KEY] = store
+    if mail is not None:
+        app[MAIL_KEY] = mail
+    app.router.add_post("/api/v1/mail", send_mail)
+    app.router.add_post("/api/v1/mail/preview", preview_mail)
