@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -447,22 +447,20 @@ def event_stream(copies: int) -> tuple[bytes, int]:
     return stream, count * copies
 
 
-class StreamServer:
-    """A loopback AMI server that answers any action with Success and, after the login,
-    writes the whole event stream as fast as the socket takes it."""
+class BenchAmi:
+    """A loopback AMI server that answers every action with Success (CoreShowChannels
+    with an empty list); ``after(name, writer)`` runs once an action is answered."""
 
-    def __init__(self, stream: bytes) -> None:
-        self.stream = stream
+    def __init__(self) -> None:
         self.server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> StreamServer:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
-        await self.server.wait_closed()
 
     @property
     def port(self) -> int:
@@ -471,15 +469,13 @@ class StreamServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"Asterisk Call Manager/11.0.0\r\n")
-        sent = False
         try:
             while True:
                 action = await reader.readuntil(EOM)
                 fields = dict(
                     line.split(": ", 1) for line in action.decode().split("\r\n") if ": " in line
                 )
-                name = fields.get("Action", "").lower()
-                aid = fields.get("ActionID", "")
+                name, aid = fields.get("Action", "").lower(), fields.get("ActionID", "")
                 if name == "coreshowchannels":
                     writer.write(
                         f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
@@ -492,11 +488,26 @@ class StreamServer:
                         f"SystemName: bench\r\n\r\n".encode()
                     )
                 await writer.drain()
-                if name == "login" and not sent:
-                    sent = True
-                    asyncio.get_running_loop().create_task(self._pour(writer))
+                self.after(name, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+
+    def after(self, action: str, writer: asyncio.StreamWriter) -> None:
+        """What the server does once it answered ``action``."""
+
+
+class StreamServer(BenchAmi):
+    """After the login, writes the whole event stream as fast as the socket takes it."""
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__()
+        self.stream = stream
+        self.sent = False
+
+    def after(self, action: str, writer: asyncio.StreamWriter) -> None:
+        if action == "login" and not self.sent:
+            self.sent = True
+            asyncio.get_running_loop().create_task(self._pour(writer))
 
     async def _pour(self, writer: asyncio.StreamWriter) -> None:
         # 64 KiB writes cut at message ends, so an answer to an action sent meanwhile
@@ -630,53 +641,20 @@ POP_AGENTS = 200
 POP_GOAL_P99_MS = 50.0
 
 
-class BurstServer:
-    """An AMI server that rings calls when told: each ring is Newchannel (trunk), Newchannel
-    (agent phone), DialBegin; it notes when each DialBegin left."""
+class BurstServer(BenchAmi):
+    """Rings calls when told: each ring is Newchannel (trunk), Newchannel (agent
+    phone), DialBegin; it notes when each DialBegin left."""
 
     def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
+        super().__init__()
         self.writer: asyncio.StreamWriter | None = None
         self.ready = asyncio.Event()
         self.sent: dict[str, float] = {}
 
-    async def __aenter__(self) -> BurstServer:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        if self.writer is not None:
-            self.writer.close()
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
-        try:
-            while True:
-                action = await reader.readuntil(b"\r\n\r\n")
-                fields = dict(
-                    line.split(": ", 1) for line in action.decode().split("\r\n") if ": " in line
-                )
-                name, aid = fields.get("Action", "").lower(), fields.get("ActionID", "")
-                if name == "coreshowchannels":
-                    writer.write(
-                        f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
-                        f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
-                        f"EventList: Complete\r\nListItems: 0\r\n\r\n".encode()
-                    )
-                    self.writer = writer
-                    self.ready.set()
-                else:
-                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+    def after(self, action: str, writer: asyncio.StreamWriter) -> None:
+        if action == "coreshowchannels":  # the client rebuilt its state: calls may come
+            self.writer = writer
+            self.ready.set()
 
     async def ring(self, call: int, ext: str, number: str) -> str:
         assert self.writer is not None
