@@ -150,10 +150,16 @@ class PbxService:
             await index.aclose()
 
     async def _load_users(self) -> dict[str, int]:
+        """Extension -> user id: each user's own ``phone_extension``, then the PBX's
+        ``extensions`` table (which wins where both name one)."""
         names = dict(self.plan.extensions)
-        if not names:
-            return {}
         async with self.store.session() as session:
+            own = await session.execute(
+                select(User.phone_extension, User.id).where(
+                    User.phone_extension.is_not(None), User.is_active
+                )
+            )
+            by_extension = {ext: user_id for ext, user_id in own if ext}
             rows = await session.execute(
                 select(User.username, User.id).where(User.username.in_(set(names.values())))
             )
@@ -161,7 +167,8 @@ class PbxService:
         missing = sorted({n for n in names.values() if n not in ids})
         if missing:
             log.warning("%s: extensions name unknown users: %s", self.name, ", ".join(missing))
-        return {ext: ids[name] for ext, name in names.items() if name in ids}
+        by_extension.update({ext: ids[name] for ext, name in names.items() if name in ids})
+        return by_extension
 
     # -- AMI link ----------------------------------------------------------------------
 

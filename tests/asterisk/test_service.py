@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from asterisk.client import AmiSettings
 from asterisk.service import PbxService, PhoneSettings
 from store.activities import timeline
 from store.db import Store
@@ -233,3 +234,16 @@ async def test_an_unknown_caller_is_offered_as_new_and_a_record_made_meanwhile_g
         items = await timeline(session, "lead", lead.id)
     kinds = sorted(a.kind.value for a in items)
     assert kinds == ["call", "task"]  # the call, and the callback task for the missed call
+
+
+async def test_a_users_own_extension_counts_unless_the_pbx_table_says_otherwise(
+    store: Store,
+) -> None:
+    async with store.session() as session, session.begin():
+        own = await create_user(session, "gina", None, phone_extension="3001")
+        overridden = await create_user(session, "hank", None, phone_extension="1001")
+        alice = await create_user(session, "alice", None)
+    ami = AmiSettings(name="lab", host="127.0.0.1", port=5038, username="crm", secret="x")
+    users = await PbxService(store, PhoneSettings(plan=PLAN, ami=ami))._load_users()
+    assert users["3001"] == own.id
+    assert users["1001"] == alice.id != overridden.id  # the PBX's table names alice for 1001
