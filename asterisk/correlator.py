@@ -68,7 +68,6 @@ class Channel:
     bridge: str | None = None
     hungup_at: float | None = None
     cause: int | None = None
-    dialled: bool = False  # the destination of a Dial: an outbound leg when a trunk
     dial_status: str | None = None
     dial_number: str | None = None
 
@@ -171,6 +170,17 @@ class CallState:
         }
 
 
+def event_time(message: Mapping[str, Any], received_at: float) -> float:
+    """When an event happened: its ``Timestamp`` (``timestampevents=yes``), else its arrival."""
+    stamp = message.get("Timestamp")
+    if stamp:
+        try:
+            return float(stamp)
+        except ValueError:
+            pass
+    return received_at
+
+
 def _seconds(start: float, end: float | None) -> float:
     return 0.0 if end is None else round(max(0.0, end - start), 1)
 
@@ -255,15 +265,8 @@ class CallCorrelator:
     def feed(self, message: Mapping[str, Any], received_at: float) -> None:
         """Apply one AMI event; ``received_at`` is used unless it carries a ``Timestamp``."""
         handler = self._handlers.get(message.get("Event", ""))
-        if handler is None:
-            return
-        stamp = message.get("Timestamp")
-        if stamp:
-            try:
-                received_at = float(stamp)
-            except ValueError:
-                pass
-        handler(message, received_at)
+        if handler is not None:
+            handler(message, event_time(message, received_at))
 
     def tag(self, channel_id: str, origin: str) -> None:
         """Tie the call that an Originate with this ChannelId starts to a record."""
@@ -433,7 +436,6 @@ class CallCorrelator:
         dest = self._channel(m, "DestUniqueid")
         if dest is None:
             return
-        dest.dialled = True
         dest.dial_number = _number(m.get("DestCallerIDNum")) or _dial_string_number(
             m.get("DialString", "")
         )
@@ -640,7 +642,9 @@ class CallCorrelator:
             direction=direction, started_at=group.first_at, queue=group.queue,
         )  # fmt: skip
         if direction == "inbound":
-            call.did = chan.exten or None
+            # The trunk's extension is the number dialled in; with DIDs configured, only those.
+            dids = self.plan.dids
+            call.did = chan.exten if chan.exten and (not dids or chan.exten in dids) else None
             self._set_number(call, chan.caller_num)
         else:
             self._set_number(call, chan.dial_number or _outbound_number(chan))

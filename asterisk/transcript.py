@@ -16,6 +16,8 @@ from typing import Any
 
 from panoramisk.message import Message
 
+from asterisk.correlator import event_time
+
 EOM = b"\r\n\r\n"
 
 
@@ -63,10 +65,5 @@ def read_transcript(path: Path) -> Iterator[tuple[Message, float]]:
         message = parse_message(raw)
         if message is None:
             continue
-        stamp = message.get("Timestamp")
-        if stamp:
-            try:
-                last = float(stamp)
-            except ValueError:
-                pass
+        last = event_time(message, last)
         yield message, last

@@ -32,7 +32,7 @@ class MailApi(Protocol):
 
 
 API_STORE_KEY = web.AppKey("api_store", Store)
-MAIL_KEY = web.AppKey("api_mail", object)
+MAIL_KEY = web.AppKey("api_mail", MailApi)
 USER_KEY = web.RequestKey("api_user_id", int)
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -71,31 +71,29 @@ async def _json(request: web.Request) -> Mapping[str, Any]:
     return body
 
 
-def _mail(request: web.Request) -> MailApi | None:
+async def _with_mail(
+    request: web.Request, call: Callable[[MailApi, int, Mapping[str, Any]], Awaitable[Any]]
+) -> Any:
+    """Run one mail call for the token's user; the error responses the two share."""
     mail = request.app.get(MAIL_KEY)
-    return mail if mail is not None else None  # type: ignore[return-value]
+    if mail is None:
+        return _error(503, error="no outbox: set [smtp_relay] from_address")
+    try:
+        return await call(mail, request[USER_KEY], await _json(request))
+    except ValidationError as err:
+        return _error(422, errors=err.errors)
 
 
 async def send_mail(request: web.Request) -> web.Response:
-    mail = _mail(request)
-    if mail is None:
-        return _error(503, error="no outbox: set [smtp_relay] from_address")
-    try:
-        email_id = await mail.send(request[USER_KEY], await _json(request))
-    except ValidationError as err:
-        return _error(422, errors=err.errors)
-    return web.json_response({"email_id": email_id, "state": "queued"}, status=202)
+    result = await _with_mail(request, lambda mail, user, body: mail.send(user, body))
+    if isinstance(result, web.Response):
+        return result
+    return web.json_response({"email_id": result, "state": "queued"}, status=202)
 
 
 async def preview_mail(request: web.Request) -> web.Response:
-    mail = _mail(request)
-    if mail is None:
-        return _error(503, error="no outbox: set [smtp_relay] from_address")
-    try:
-        rendered = await mail.preview(request[USER_KEY], await _json(request))
-    except ValidationError as err:
-        return _error(422, errors=err.errors)
-    return web.json_response(rendered)
+    result = await _with_mail(request, lambda mail, user, body: mail.preview(user, body))
+    return result if isinstance(result, web.Response) else web.json_response(result)
 
 
 def add_api_routes(app: web.Application, store: Store, mail: MailApi | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from contextlib import redirect_stdout
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from asterisk.correlator import CallCorrelator, CallState, Segment
+from asterisk.plan import ChannelPlan
 from asterisk.replay import correlate, replay
 from asterisk.transcript import read_transcript
 from daemon.cli import main
@@ -311,3 +313,52 @@ def test_a_click_to_dial_call_carries_its_origin_and_records_linked_meanwhile() 
     assert call.linked == ["lead:5"] and call.external_e164 == "+8613812345678"
     assert call.disposition == "noanswer"
     assert not correlator.link("200.3", "lead:6")  # over: nothing to link any more
+
+
+def _ended(plan: ChannelPlan = LAB_PLAN) -> tuple[CallCorrelator, list[CallState]]:
+    ended: list[CallState] = []
+    return CallCorrelator(plan, lambda u, c, s: ended.append(c) if u == "ended" else None), ended
+
+
+def test_a_caller_sent_to_voicemail_is_a_voicemail_and_the_did_must_be_configured() -> None:
+    plan = dataclasses.replace(LAB_PLAN, dids=frozenset({"02885550100"}))
+    correlator, ended = _ended(plan)
+    for uid, exten in (("1.1", "02885550100"), ("2.1", "s")):
+        trunk = f"PJSIP/trunk-0000000{uid[0]}"
+        correlator.feed(_event("Newchannel", Channel=trunk, Uniqueid=uid, Linkedid=uid,
+                               ChannelStateDesc="Ring", CallerIDNum="13812345678",
+                               Exten=exten), 1.0)  # fmt: skip
+        correlator.feed(_event("Newexten", Channel=trunk, Uniqueid=uid, Linkedid=uid,
+                               Application="VoiceMail", AppData="1001@default"), 6.0)  # fmt: skip
+        correlator.feed(
+            _event("Hangup", Channel=trunk, Uniqueid=uid, Linkedid=uid, Cause="16"), 30.0
+        )
+    first, second = ended
+    assert first.disposition == "voicemail" and first.did == "02885550100"
+    assert second.did is None  # "s" is no number anyone dialled
+
+
+def test_a_call_born_while_the_link_was_down_is_picked_up_from_core_show_channels() -> None:
+    correlator, ended = _ended()
+    live = [
+        {"Event": "CoreShowChannel", "Channel": "PJSIP/trunk-0000000a", "Uniqueid": "50.1",
+         "Linkedid": "50.1", "ChannelStateDesc": "Up", "CallerIDNum": "+8613900001111",
+         "Exten": "02885550100", "Application": "Dial", "BridgeId": "b-9", "Duration": "00:01:05"},
+        {"Event": "CoreShowChannel", "Channel": "PJSIP/1002-0000000b", "Uniqueid": "50.2",
+         "Linkedid": "50.1", "ChannelStateDesc": "Up", "CallerIDNum": "1002",
+         "Exten": "1002", "Application": "AppDial", "BridgeId": "b-9", "Duration": "00:01:00"},
+    ]  # fmt: skip
+    correlator.rebuild(live, now=1000.0, lost_at=990.0)
+    (call,) = correlator.live_calls()
+    assert call.direction == "inbound" and call.started_at == 1000.0 - 65
+    assert call.answered_at == 1000.0 and call.agents == ["1002"]
+    correlator.feed(_event("Hangup", Channel="PJSIP/1002-0000000b", Uniqueid="50.2",
+                           Linkedid="50.1", Cause="16"), 1010.0)  # fmt: skip
+    correlator.feed(_event("Hangup", Channel="PJSIP/trunk-0000000a", Uniqueid="50.1",
+                           Linkedid="50.1", Cause="16"), 1010.5)  # fmt: skip
+    (done,) = ended
+    assert done.disposition == "answered" and done.talk_seconds == 10.0
+    assert done.external_e164 == "+8613900001111" and not done.ended_in_gap
+    # A second rebuild that no longer lists it changes nothing: it is over.
+    correlator.rebuild([], now=1020.0, lost_at=1015.0)
+    assert len(ended) == 1

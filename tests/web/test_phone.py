@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -133,7 +134,5 @@ async def test_recordings_are_served_by_signed_link_only(store: Store, tmp_path:
         assert (await client.get(recording_link(config, good.id, ttl_s=-1))).status == 404
 
 
-def _now():  # type: ignore[no-untyped-def]
-    import datetime as dt
-
+def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
