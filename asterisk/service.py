@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from asterisk.client import AmiClient, AmiSettings, OriginateUnknown
 from asterisk.correlator import CallCorrelator, CallState, Segment, iso
@@ -45,8 +46,10 @@ log = logging.getLogger(__name__)
 
 DIAL_REQUESTED = "DialRequested"
 CALL_LINKED = "CallLinked"
-WRITE_QUEUE = 10_000
+SIGNAL_QUEUE = 10_000
 SEEN_REQUESTS = 1000
+WRITE_RETRY_S = 1.0
+WRITE_RETRY_CAP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,10 @@ class PbxService:
         )
         self.users: dict[str, int] = {}  # extension -> user id
         # Three lanes, so a ring is never behind a card lookup or a call being written.
-        self._signals: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(WRITE_QUEUE)
-        self._lookups: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WRITE_QUEUE)
-        self._writes: asyncio.Queue[CallFacts] = asyncio.Queue(WRITE_QUEUE)
+        self._signals: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(SIGNAL_QUEUE)
+        self._lookups: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SIGNAL_QUEUE)
+        # Unbounded: a finished call is the customer's record and is never dropped.
+        self._writes: asyncio.Queue[CallFacts] = asyncio.Queue()
         self._cards: dict[str, list[dict[str, Any]]] = {}
         self._lost_at: float | None = None
         self._requests: OrderedDict[str, None] = OrderedDict()
@@ -241,12 +245,23 @@ class PbxService:
                 log.exception("%s: looking up the caller of %s failed", self.name, ring["call"])
 
     async def _write_calls(self) -> None:
+        """Write finished calls in order; while the store is away, wait and try again."""
+        delay = WRITE_RETRY_S
         while True:
             facts = await self._writes.get()
-            try:
-                await self._write(facts)
-            except RapportError:
-                log.exception("%s: writing call %s failed", self.name, facts.uniqueid)
+            while True:
+                try:
+                    await self._write(facts)
+                    break
+                except (TransientError, OperationalError, OSError) as err:
+                    log.warning("%s: call %s not written yet (%s); retrying in %.0f s",
+                                self.name, facts.uniqueid, type(err).__name__, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, WRITE_RETRY_CAP_S)
+                except (RapportError, SQLAlchemyError):
+                    log.exception("%s: call %s cannot be written", self.name, facts.uniqueid)
+                    break
+            delay = WRITE_RETRY_S
             self._cards.pop(facts.uniqueid, None)
 
     async def _identify(self, ring: dict[str, Any]) -> None:

@@ -13,18 +13,23 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from asterisk import service as service_module
 from asterisk.client import AmiSettings
 from asterisk.service import PbxService, PhoneSettings
 from store.activities import timeline
-from store.db import Store
+from store.calls import CallFacts
+from store.db import Store, open_store
 from store.identity import index_record
-from store.models import Call, Contact, Lead, Role, User
+from store.migrate import upgrade_to_head
+from store.models import Call, CallDisposition, Contact, Direction, Lead, Role, User
 from store.users import create_user
 from tests.asterisk.truth import LAB_PLAN, need_fixtures, scenarios, truth_of
 from tests.peers.ami import AmiTraceServer, load_trace
@@ -247,3 +252,33 @@ async def test_a_users_own_extension_counts_unless_the_pbx_table_says_otherwise(
     users = await PbxService(store, PhoneSettings(plan=PLAN, ami=ami))._load_users()
     assert users["3001"] == own.id
     assert users["1001"] == alice.id != overridden.id  # the PBX's table names alice for 1001
+
+
+async def test_a_finished_call_waits_for_the_store_and_is_written_once_it_is_back(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "WRITE_RETRY_S", 0.05)
+    await upgrade_to_head(sqlite_url)
+    database = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    async with open_store(sqlite_url, tmp_path / "blobs") as store:
+        ami = AmiSettings(name="lab", host="127.0.0.1", port=5038, username="crm", secret="x")
+        service = PbxService(store, PhoneSettings(plan=PLAN, ami=ami))
+        writer = asyncio.create_task(service._write_calls())
+        try:
+            # The store loses its calls table for a while (a real failure, not a stand-in).
+            with sqlite3.connect(database) as raw:
+                raw.execute("ALTER TABLE calls RENAME TO calls_away")
+            facts = CallFacts(pbx="lab", uniqueid="7.1", linkedid="7.1",
+                              direction=Direction.INBOUND, started_at=dt.datetime.now(dt.UTC),
+                              ended_at=dt.datetime.now(dt.UTC),
+                              disposition=CallDisposition.MISSED, external_number="10086")  # fmt: skip
+            service._writes.put_nowait(facts)
+            await asyncio.sleep(0.3)
+            assert not writer.done()  # still trying, nothing dropped
+            with sqlite3.connect(database) as raw:
+                raw.execute("ALTER TABLE calls_away RENAME TO calls")
+            calls = await _calls(store, 1)
+            assert [c.uniqueid for c in calls] == ["7.1"]
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
