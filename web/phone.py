@@ -168,6 +168,10 @@ async def recording(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     root = folder.resolve()
     path = (root / call.recording).resolve()  # an absolute recording path stays absolute
+    if not path.is_relative_to(root):
+        # The PBX's own path (/var/spool/asterisk/monitor/x.wav) where the folder is
+        # mounted elsewhere here: the file by its name, still inside the folder.
+        path = (root / Path(call.recording).name).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise web.HTTPNotFound()
     response = web.FileResponse(path)

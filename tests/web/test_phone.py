@@ -120,7 +120,14 @@ async def test_recordings_are_served_by_signed_link_only(store: Store, tmp_path:
             started_at=_now(),
             recording="../secret.txt",
         )
-        session.add_all([good, sneaky])
+        elsewhere = Call(
+            pbx="hq",
+            uniqueid="3.1",
+            direction=Direction.INBOUND,
+            started_at=_now(),
+            recording="/var/spool/asterisk/monitor/in-1.wav",
+        )
+        session.add_all([good, sneaky, elsewhere])
     config = PhoneConfig(SECRET, {"hq": monitor})
     async with TestClient(TestServer(create_app(store, config))) as client:
         resp = await client.get(recording_link(config, good.id))
@@ -130,6 +137,9 @@ async def test_recordings_are_served_by_signed_link_only(store: Store, tmp_path:
         # A link for a call whose recording points outside the folder, a forged link,
         # an expired one: all 404.
         assert (await client.get(recording_link(config, sneaky.id))).status == 404
+        # The PBX's own path, with the folder mounted elsewhere here: found by its name.
+        moved = await client.get(recording_link(config, elsewhere.id))
+        assert moved.status == 200 and await moved.read() == b"RIFF....WAVE"
         assert (await client.get(f"/recordings/{good.id}")).status == 404
         assert (await client.get(recording_link(config, good.id, ttl_s=-1))).status == 404
 
