@@ -39,6 +39,7 @@ from store.migrate import upgrade_to_head  # noqa: E402
 from store.models import Direction, Email, TrackingHit  # noqa: E402
 from tests.peers.local import free_port  # noqa: E402
 from tests.peers.postgres import UNREACHABLE, create_scratch_database, drop_scratch_database  # noqa: E402
+from tracking.hit_pipe import hit_queue_for  # noqa: E402
 from tracking.listener import NO_CACHE, PIXEL, create_app  # noqa: E402
 from tracking.sent import record_sent  # noqa: E402
 from tracking.tokens import TokenSigner  # noqa: E402
@@ -70,7 +71,7 @@ async def serve(kind: str, port: int, url: str, blobs: Path, answered_file: Path
         await runner.cleanup()
         return
     async with open_store(url, blobs) as store:
-        app = create_app(store, TokenSigner([KEY]))
+        app = create_app(store, TokenSigner([KEY]), hit_queue_for(store))  # as the daemon does
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

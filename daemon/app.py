@@ -32,6 +32,7 @@ from store.migrate import upgrade_to_head
 from store.users import ensure_admin
 from tracking import listener as tracking_listener
 from tracking.compose import Sender
+from tracking.hit_pipe import hit_queue_for
 from tracking.mail_api import OutboxApi
 from tracking.outbox import OutboxSender, RelaySettings
 from tracking.tokens import TokenSigner
@@ -127,7 +128,7 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
     supervisor.add(
         HttpListener(
             "tracking",
-            lambda: tracking_listener.create_app(store, signer),
+            lambda: tracking_listener.create_app(store, signer, hit_queue_for(store)),
             config.tracking.host,
             config.tracking.port,
         ),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, cast, column, func, select
+from sqlalchemy import BigInteger, BindParameter, cast, column, func, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,37 +19,38 @@ def insert_ignoring(session: AsyncSession, model: type[Base], unique: Sequence[s
     return insert(model).on_conflict_do_nothing(index_elements=list(unique))
 
 
-def json_rows(session: AsyncSession, payload: BindParameter[Any], columns: dict[str, Any]) -> Any:
-    """A FROM-able set of rows read from a JSON array of objects bound as ONE parameter.
+def json_array_rows(
+    session: AsyncSession, payload: BindParameter[Any], columns: dict[str, Any]
+) -> Any:
+    """A FROM-able set of rows read from a JSON array of arrays bound as ONE parameter.
 
-    ``columns`` maps each key to its SQL type.  With it a thousand rows go in
-    one statement with one parameter: no executemany, which on SQLite hands the
-    GIL to the driver thread and back for every row while the event loop waits.
-    Timestamps travel as text: ``json_timestamp`` writes them.
+    ``columns`` maps each position's name to its SQL type, in order.  With it
+    thousands of rows go in one statement with one parameter, passed through as
+    the text it arrived as: no executemany (on SQLite that hands the GIL to the
+    driver thread and back for every row) and no Python work per row.
     """
     if session.get_bind().dialect.name == "postgresql":
-        table = (
-            func.json_to_recordset(cast(payload, postgresql.JSON))
-            .table_valued(*(column(name, type_) for name, type_ in columns.items()))
-            .render_derived(with_types=True)
+        each = func.json_array_elements(cast(payload, postgresql.JSON)).table_valued(
+            column("value", postgresql.JSON)
         )
-        return select(*(table.c[name] for name in columns)).subquery()
-    each = func.json_each(payload).table_valued("value")
-    return (
-        select(*(func.json_extract(each.c.value, f"$.{name}").label(name) for name in columns))
-        .select_from(each)
-        .subquery()
+        picked = [
+            cast(each.c.value[n].astext, type_).label(name)
+            for n, (name, type_) in enumerate(columns.items())
+        ]
+    else:
+        each = func.json_each(payload).table_valued("value")
+        picked = [
+            func.json_extract(each.c.value, f"$[{n}]").label(name) for n, name in enumerate(columns)
+        ]
+    return select(*picked).select_from(each).subquery()
+
+
+def epoch_us_timestamp(session: AsyncSession, micros: Any) -> Any:
+    """A UTC timestamp column's value from whole microseconds since 1970, computed in SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_timestamp(micros / 1_000_000.0)
+    # The text SQLAlchemy stores a DATETIME as on SQLite: 2026-11-23 09:10:11.123456
+    whole = type_coerce(micros, BigInteger)
+    return func.strftime("%Y-%m-%d %H:%M:%S", whole // 1_000_000, "unixepoch").op("||")(
+        func.printf(".%06d", whole % 1_000_000)
     )
-
-
-def json_timestamps(session: AsyncSession) -> Callable[[dt.datetime], str]:
-    """How to write an aware timestamp as the text this engine reads into a UTC column."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-
-    def write(value: dt.datetime) -> str:
-        utc = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
-        text = utc.isoformat(sep=" ", timespec="microseconds")  # ...+00:00
-        # SQLite: the form SQLAlchemy stores a DATETIME in, without the offset.
-        return text if postgres else text[:26]
-
-    return write

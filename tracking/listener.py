@@ -22,12 +22,12 @@ from store.db import Store
 from store.dialect import insert_ignoring
 from store.models import Email, MailOptOut, SentRecipient, TrackedLink
 from tracking.classes import classify_hit
-from tracking.hits import Hit, HitWriter
+from tracking.hits import Hit, HitQueue, HitWriter, now_us
 from tracking.tokens import PREVIEW, TokenSigner, Verified
 
 STORE_KEY = web.AppKey("store", Store)
 SIGNER_KEY = web.AppKey("signer", TokenSigner)
-WRITER_KEY = web.AppKey("hit_writer", HitWriter)
+WRITER_KEY = web.AppKey("hit_writer", HitQueue)
 
 # The smallest transparent GIF: 1x1, one colour, 43 bytes.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
@@ -51,15 +51,15 @@ def _hit(
     request: web.Request, who: Verified, kind: str, *, link_id: int | None = None,
     sent_at: dt.datetime | None = None,
 ) -> Hit:  # fmt: skip
-    now = utcnow()
-    since = (now - sent_at).total_seconds() if sent_at is not None else None
+    since = (utcnow() - sent_at).total_seconds() if sent_at is not None else None
     ip = request.remote
+    agent = request.headers.get("User-Agent")
     hit_class = classify_hit(
         method=request.method, headers=request.headers, ip=ip, kind=kind,
         preview=who.purpose == PREVIEW, seconds_since_sent=since,
     )  # fmt: skip
     return Hit(
-        who.recipient_id, kind, hit_class, now, link_id, ip, request.headers.get("User-Agent")
+        who.recipient_id, kind, hit_class, now_us(), link_id, ip, agent[:500] if agent else None
     )
 
 
@@ -151,7 +151,7 @@ async def _address(request: web.Request, who: Verified) -> str | None:
 
 
 def create_app(
-    store: Store, signer: TokenSigner, writer: HitWriter | None = None
+    store: Store, signer: TokenSigner, writer: HitQueue | None = None
 ) -> web.Application:
     app = web.Application()
     app[STORE_KEY] = store

@@ -41,6 +41,7 @@ from store.models.tracking import (
     SentRecipient,
     TrackedLink,
     TrackingHit,
+    TrackingHitBatch,
 )
 
 # The CRM records that activities, identities, tags and audit entries point at.
@@ -104,5 +105,6 @@ __all__ = [
     "Team",
     "TrackedLink",
     "TrackingHit",
+    "TrackingHitBatch",
     "User",
 ]

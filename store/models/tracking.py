@@ -75,6 +75,21 @@ class TrackingHit(IdMixin, Base):
     __table_args__ = (Index("ix_tracking_hits_recipient_at", "recipient_id", "at"),)
 
 
+class TrackingHitBatch(Base):
+    """A batch of hits already written, by the key its writer gave it.
+
+    Hits cross a pipe to a writer process and are acknowledged per batch; a
+    batch sent again after the writer died between its commit and its
+    acknowledgement is recognised here and not counted twice.
+    """
+
+    __tablename__ = "tracking_hit_batches"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    written_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class MailOptOut(IdMixin, Base):
     """An address that must not receive bulk mail again (unsubscribed, or bounced)."""
 
