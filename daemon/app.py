@@ -119,7 +119,8 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
             if relay.from_address
             else None
         )
-        app = web_app.create_app(store, phone, mail)
+        public = config.web.public_url or ""
+        app = web_app.create_app(store, phone, mail, secure_cookies=public.startswith("https:"))
         add_health_routes(app, supervisor, metrics)
         return app
 

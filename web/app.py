@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,16 +17,21 @@ from store.context import correlated
 from store.db import Store
 from store.models import Account, Contact, Lead, Opportunity
 from web.api import MailApi, add_api_routes, bearer_auth
+from web.auth import VIEWER, add_auth_routes, session_auth
+from web.i18n import LOCALES
 from web.phone import PhoneConfig, add_phone_routes
+from web.render import page
 
 STORE_KEY = web.AppKey("store", Store)
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 
 
-@aiohttp_jinja2.template("home.html")
+@page("home.html")
 async def home(request: web.Request) -> dict[str, object]:
     """The front page: how much the store holds."""
     store = request.app[STORE_KEY]
+    viewer = request[VIEWER]
     counts: dict[str, int] = {}
     async with store.session() as session:
         for label, model in (
@@ -33,9 +40,20 @@ async def home(request: web.Request) -> dict[str, object]:
             ("accounts", Account),
             ("opportunities", Opportunity),
         ):
-            query = select(func.count()).select_from(model).where(model.deleted_at.is_(None))
+            query = (
+                select(func.count())
+                .select_from(model)
+                .where(model.deleted_at.is_(None), viewer.access.visible(model))
+            )
             counts[label] = int(await session.scalar(query) or 0)
     return {"counts": counts}
+
+
+@functools.cache
+def static_url(name: str) -> str:
+    """A static file's URL, versioned by its content so browsers never keep a stale one."""
+    version = hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:10]
+    return f"/static/{name}?v={version}"
 
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -54,17 +72,45 @@ async def request_id(
         return response
 
 
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Pages may not be framed elsewhere, run others' scripts, or guess content types."""
+    response = await handler(request)
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if response.content_type == "text/html":
+        headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-src 'self'; connect-src 'self'; frame-ancestors 'self'; form-action 'self'",
+        )
+    return response
+
+
 def create_app(
-    store: Store, phone: PhoneConfig | None = None, mail: MailApi | None = None
+    store: Store,
+    phone: PhoneConfig | None = None,
+    mail: MailApi | None = None,
+    *,
+    secure_cookies: bool = False,
 ) -> web.Application:
-    app = web.Application(middlewares=[request_id, bearer_auth])
+    app = web.Application(middlewares=[request_id, security_headers, bearer_auth, session_auth])
     app[STORE_KEY] = store
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
     )
+    env.globals["LOCALES"] = LOCALES
+    env.globals["static"] = static_url
     app.router.add_get("/", home)
+    app.router.add_static("/static/", STATIC)
+    add_auth_routes(app, store, secure_cookies)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)

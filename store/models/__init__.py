@@ -2,7 +2,7 @@
 
 from store.base import Base
 from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
-from store.models.admin import ApiToken, RecordScope, Role, Team, User
+from store.models.admin import ApiToken, RecordScope, Role, SavedView, Team, User, WebSession
 from store.models.comms import (
     Attachment,
     Blob,
@@ -98,6 +98,7 @@ __all__ = [
     "PipelineStage",
     "RecordScope",
     "Role",
+    "SavedView",
     "SentRecipient",
     "StageHistory",
     "Tag",
@@ -107,4 +108,5 @@ __all__ = [
     "TrackingHit",
     "TrackingHitBatch",
     "User",
+    "WebSession",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from store.base import Base, BigId, IdMixin, TimestampMixin
+from store.base import Base, BigId, IdMixin, TimestampMixin, utcnow
 
 
 class RecordScope(enum.StrEnum):
@@ -119,3 +119,39 @@ class ApiToken(IdMixin, TimestampMixin, Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random id, only its SHA-256 is kept here.
+
+    The CSRF token of every form in that browser lives with it.  A session ends
+    at logout, after ``idle`` without a request, or at its absolute ``expires_at``.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    user_agent: Mapped[str | None] = mapped_column(String(255), default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class SavedView(IdMixin, TimestampMixin, Base):
+    """A user's named list view: a module and the query string of its search, filters and sort."""
+
+    __tablename__ = "saved_views"
+
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    module: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(120))
+    query: Mapped[str] = mapped_column(String(2000), default="")
+
+    __table_args__ = (UniqueConstraint("user_id", "module", "name"),)
