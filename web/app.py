@@ -20,7 +20,9 @@ from web.api import MailApi, add_api_routes, bearer_auth
 from web.auth import VIEWER, add_auth_routes, session_auth
 from web.i18n import LOCALES
 from web.phone import PhoneConfig, add_phone_routes
+from web.records import add_records_routes
 from web.render import page
+from web.timeline import add_timeline_routes
 
 STORE_KEY = web.AppKey("store", Store)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -111,6 +113,8 @@ def create_app(
     app.router.add_get("/", home)
     app.router.add_static("/static/", STATIC)
     add_auth_routes(app, store, secure_cookies)
+    add_records_routes(app, store)
+    add_timeline_routes(app, store)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)
