@@ -20,6 +20,7 @@ from web.api import MailApi, add_api_routes, bearer_auth
 from web.auth import VIEWER, add_auth_routes, session_auth
 from web.i18n import LOCALES
 from web.phone import PhoneConfig, add_phone_routes
+from web.pipeline import add_pipeline_routes
 from web.records import add_records_routes
 from web.render import page
 from web.timeline import add_timeline_routes
@@ -115,6 +116,7 @@ def create_app(
     add_auth_routes(app, store, secure_cookies)
     add_records_routes(app, store)
     add_timeline_routes(app, store)
+    add_pipeline_routes(app, store)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)
