@@ -39,7 +39,7 @@ async def test_a_deal_moves_and_a_stage_that_needs_fields_asks_for_them(store: S
     async with TestClient(TestServer(create_app(store))) as client:
         csrf = await sign_in(client, "wang")
         board = await (await client.get("/pipeline")).text()
-        assert 'data-deal="%d"' % deal in board and "<svg" in board
+        assert f'data-deal="{deal}"' in board and "<svg" in board
         headers = {"X-CSRF-Token": csrf}
         proposal = stages["Proposal"].id
         refused = await client.post("/pipeline/move", json={"opportunity": deal, "stage": proposal},
