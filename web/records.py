@@ -131,6 +131,11 @@ def _uncursor(text: str) -> tuple[Any, int] | None:
         return None
 
 
+def _prefix(column: Any, text: str) -> Any:
+    """``column`` starts with ``text``, as a range an index can serve."""
+    return and_(column >= text, column < text + "\uffff")
+
+
 def _phone_like(term: str) -> bool:
     digits = sum(ch.isdigit() for ch in term)
     return digits >= 5 and all(ch.isdigit() or ch in "+-() ." for ch in term)
@@ -154,10 +159,16 @@ async def filtered(
         else:
             # Index-friendly prefix ranges (a LIKE '%x%' scans a million rows).
             variants = {term, term[:1].upper() + term[1:]}
-            conditions.append(
-                or_(*(and_(getattr(model, column) >= v, getattr(model, column) < v + "\uffff")
-                      for column in module.names for v in variants))
-            )  # fmt: skip
+            matches = [
+                _prefix(getattr(model, column), v) for column in module.names for v in variants
+            ]
+            if module.record_type in ("lead", "contact") and len(term) > 1:
+                # A Chinese full name: the surname (one or two characters), then the given name.
+                for cut in (1, 2):
+                    if len(term) > cut:
+                        matches.append(and_(model.last_name == term[:cut],
+                                            _prefix(model.first_name, term[cut:])))  # fmt: skip
+            conditions.append(or_(*matches))
     for name in module.filters:
         value = str(params.get(name, "")).strip()
         if value:

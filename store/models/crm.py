@@ -282,3 +282,9 @@ def copy_fields(source: Any, target: Any, fields: tuple[str, ...]) -> None:
             "",
         ):
             setattr(target, name, getattr(source, name))
+
+
+# Lists sort newest first by default: each record table's creation time is indexed
+# (with the id the index carries, it serves the keyset order without a sort).
+for _model in (Account, Contact, Lead, Opportunity):
+    Index(f"ix_{_model.__tablename__}_created_at", _model.created_at)

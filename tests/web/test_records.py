@@ -191,3 +191,16 @@ async def test_the_record_pages_speak_chinese(store: Store) -> None:
         await sign_in(client, "li")
         page = await (await client.get("/leads/new")).text()
         assert "姓" in page and "保存" in page and "新建" in page
+
+
+async def test_a_chinese_full_name_finds_surname_and_given_name(store: Store) -> None:
+    await make_user(store, "boss", "admin")
+    await add(store, Contact(last_name="欧阳", first_name="娜娜"))
+    await add(store, Contact(last_name="王", first_name="芳"))
+    await add(store, Contact(last_name="王", first_name="伟"))
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "boss")
+        for term, found in (("王芳", ["王芳"]), ("欧阳娜", ["欧阳娜娜"]), ("王", ["王伟", "王芳"])):
+            page = await (await client.get(f"/contacts?q={term}&sort=last_name")).text()
+            names = re.findall(r'<a href="/contacts/\d+">([^<]+)</a>', page)
+            assert sorted(names) == sorted(found), term
