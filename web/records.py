@@ -159,16 +159,16 @@ async def filtered(
         else:
             # Index-friendly prefix ranges (a LIKE '%x%' scans a million rows).
             variants = {term, term[:1].upper() + term[1:]}
-            matches = [
+            ranges: list[Any] = [
                 _prefix(getattr(model, column), v) for column in module.names for v in variants
             ]
             if module.record_type in ("lead", "contact") and len(term) > 1:
                 # A Chinese full name: the surname (one or two characters), then the given name.
                 for cut in (1, 2):
                     if len(term) > cut:
-                        matches.append(and_(model.last_name == term[:cut],
+                        ranges.append(and_(model.last_name == term[:cut],
                                             _prefix(model.first_name, term[cut:])))  # fmt: skip
-            conditions.append(or_(*matches))
+            conditions.append(or_(*ranges))
     for name in module.filters:
         value = str(params.get(name, "")).strip()
         if value:
