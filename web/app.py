@@ -23,6 +23,7 @@ from web.phone import PhoneConfig, add_phone_routes
 from web.pipeline import add_pipeline_routes
 from web.records import add_records_routes
 from web.render import page
+from web.settings import add_settings_routes
 from web.timeline import add_timeline_routes
 
 STORE_KEY = web.AppKey("store", Store)
@@ -117,6 +118,7 @@ def create_app(
     add_records_routes(app, store)
     add_timeline_routes(app, store)
     add_pipeline_routes(app, store)
+    add_settings_routes(app, store)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)
