@@ -29,6 +29,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from yarl import URL
 
 from store.access import Access, access_for
 from store.base import utcnow
@@ -149,6 +150,19 @@ async def _viewer(request: web.Request) -> Viewer | None:
             access=access,
             t=Translator(user.locale, user.timezone),
         )
+
+
+async def browser_user(request: web.Request) -> int | None:
+    """The signed-in user of a same-origin browser request (a websocket handshake), else None.
+
+    A cookie alone is not enough for a websocket: browsers send it on
+    cross-site handshakes too, so the Origin must be this site.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None or URL(origin).authority != request.host:
+        return None
+    viewer = await _viewer(request)
+    return viewer.user_id if viewer is not None else None
 
 
 def _csrf_sent(request: web.Request, form: object) -> str:

@@ -1,8 +1,9 @@
 """The phone in the browser: the screen-pop websocket, click-to-dial, recordings.
 
-``/ws/phone`` is one websocket per agent's browser.  Its first message
-authenticates (``{"type": "auth", "token": ...}``; the token never travels in
-the URL); from then on the socket receives the phone events addressed to
+``/ws/phone`` is one websocket per agent's browser.  A signed-in browser of
+this site is known by its session cookie (the Origin must be this site); an
+integration's first message authenticates (``{"type": "auth", "token": ...}``;
+the token never travels in the URL).  From then on the socket receives the phone events addressed to
 that user only: ``CallRinging`` (the number at once), ``CallerIdentified``
 (the caller's card), ``CallRingEnded``, ``CallAnswered`` and ``CallEnded``.  It may send
 ``{"type": "dial", "number": ..., "origin": "contact:12"}``, which becomes a
@@ -31,6 +32,7 @@ from store.bus import BUS_RECONNECTED
 from store.db import Store
 from store.models import Call
 from store.signed_links import sign_link, verify_link
+from web.auth import AUTH_STORE_KEY, browser_user
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,11 @@ async def _authenticate(ws: web.WebSocketResponse, store: Store) -> int | None:
 
 async def phone_socket(request: web.Request) -> web.WebSocketResponse:
     store = request.app[STORE_KEY]
+    # A signed-in browser of this site is known by its session; integrations send a token.
+    browser = await browser_user(request) if request.app.get(AUTH_STORE_KEY) else None
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
-    user_id = await _authenticate(ws, store)
+    user_id = browser if browser is not None else await _authenticate(ws, store)
     if user_id is None:
         await ws.send_json({"type": "error", "reason": "authentication failed"})
         await ws.close(code=4401)

@@ -146,3 +146,23 @@ async def test_recordings_are_served_by_signed_link_only(store: Store, tmp_path:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+async def test_a_signed_in_browser_of_this_site_is_known_by_its_session(store: Store) -> None:
+    from tests.web.browsing import make_user, sign_in
+
+    wang = await make_user(store, "wang", "agent")
+    async with TestClient(TestServer(create_app(store, PhoneConfig(SECRET)))) as client:
+        await sign_in(client, "wang")
+        here = f"http://{client.host}:{client.port}"
+        ws = await client.ws_connect("/ws/phone", origin=here)
+        assert await ws.receive_json(timeout=2) == {"type": "ready", "user_id": wang}
+        await store.bus.publish("CallRinging", user_id=wang, call="9.1", number="13800138000")
+        assert (await ws.receive_json(timeout=2))["call"] == "9.1"
+        await ws.close()
+        # Another site's page cannot ride on the cookie: it is asked for a token like anyone.
+        foreign = await client.ws_connect("/ws/phone", origin="https://evil.example")
+        await foreign.send_json({"type": "auth", "token": "rpt_forged"})
+        said = await foreign.receive_json(timeout=2)
+        assert said == {"type": "error", "reason": "authentication failed"}
+        await foreign.close()
