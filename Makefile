@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests drive for real: Dovecot (IMAP), Chromium (UI), wrk (benchmarks).
-TEST_DEBS := dovecot-imapd chromium wrk
+# Debian packages the tests drive for real: Dovecot (IMAP), Chromium (UI) with a Chinese font
+# for its screenshots, wrk (benchmarks).
+TEST_DEBS := dovecot-imapd chromium fonts-wqy-microhei wrk
 
 .PHONY: run test install install-test debs lint typecheck check-config bench clean
 

@@ -205,8 +205,9 @@ def _anonymous_translator(request: web.Request) -> Translator:
 
 
 def _login_page(
-    request: web.Request, error: str = "", username: str = "", status: int = 200
-) -> web.Response:
+    request: web.Request, error: str = "", username: str = "", status: int = 200,
+    next_: str | None = None,
+) -> web.Response:  # fmt: skip
     t = Translator(
         best_locale(request.query.get("lang"), request.headers.get("Accept-Language", ""))
     )
@@ -215,7 +216,7 @@ def _login_page(
         "login.html",
         request,
         {"request": request, "t": t, "_": t.gettext, "error": error, "username": username,
-         "csrf": token, "next": safe_next(request.query.get("next"))},
+         "csrf": token, "next": safe_next(next_ or request.query.get("next"))},
         status=status,
     )  # fmt: skip
     response.set_cookie(
@@ -240,7 +241,7 @@ async def login(request: web.Request) -> web.Response:
     sent = str(form.get("_csrf", ""))
     if not cookie or not hmac.compare_digest(cookie, sent):
         return _login_page(request, t.gettext("The form was out of date; please try again."),
-                           status=403)  # fmt: skip
+                           status=403, next_=str(form.get("next", "")))  # fmt: skip
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
     keys = (f"user:{username.lower()}", f"ip:{request.remote}")
@@ -251,7 +252,7 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(
             request,
             t.gettext("Too many failed sign-ins. Try again in {minutes} min.", minutes=minutes),
-            username, status=429,
+            username, status=429, next_=str(form.get("next", "")),
         )  # fmt: skip
     store = request.app[AUTH_STORE_KEY]
     async with store.session() as session, session.begin():
@@ -261,7 +262,7 @@ async def login(request: web.Request) -> web.Response:
         if user is None or not good or not user.is_active:
             throttle.failed(*keys)
             return _login_page(request, t.gettext("Wrong user name or password."), username,
-                               status=401)  # fmt: skip
+                               status=401, next_=str(form.get("next", "")))  # fmt: skip
         throttle.succeeded(*keys)
         if user.password_hash and needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
