@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aiohttp import ClientSession, web  # noqa: E402
+from aiohttp import ClientSession, CookieJar, web  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
 from store.activities import log_activity  # noqa: E402
@@ -128,7 +128,7 @@ async def main() -> None:
         rows: list[tuple[str, str, list[float]]] = []
         try:
             for who in ("boss", "agent"):
-                async with ClientSession() as client:
+                async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as client:
                     await sign_in(client, base, who)
                     first = await (await client.get(f"{base}/contacts?sort=last_name")).text()
                     later = re.search(r'href="(\?[^"]*after=[^"]*)" rel="next"', first)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, cast, column, func, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    cast,
+    column,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,3 +63,15 @@ def epoch_us_timestamp(session: AsyncSession, micros: Any) -> Any:
     return func.strftime("%Y-%m-%d %H:%M:%S", whole // 1_000_000, "unixepoch").op("||")(
         func.printf(".%06d", whole % 1_000_000)
     )
+
+
+def likely(session: AsyncSession, condition: Any) -> Any:
+    """``condition``, marked as true for nearly every row where the engine needs telling.
+
+    SQLite otherwise serves ``deleted_at IS NULL`` (true for almost all rows)
+    from its index and sorts the whole table, instead of walking the index of
+    the ORDER BY and stopping after one page.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return func.likelihood(condition, literal_column("0.99"))
+    return condition

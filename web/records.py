@@ -26,6 +26,7 @@ from store.access import Access
 from store.activities import log_activity
 from store.base import Base, utcnow
 from store.db import Store
+from store.dialect import likely
 from store.errors import ValidationError
 from store.identity import index_record, lookup_email, lookup_phone
 from store.leads import convert_lead
@@ -146,7 +147,10 @@ async def filtered(
 ) -> tuple[Any, list[Any]]:
     """The list's query before sort and paging, and the conditions it applied."""
     model: Any = module.model
-    conditions: list[Any] = [model.deleted_at.is_(None), viewer.access.visible(model)]
+    conditions: list[Any] = [
+        likely(session, model.deleted_at.is_(None)),
+        viewer.access.visible(model),
+    ]
     term = str(params.get("q", "")).strip()
     if term:
         if "@" in term:
