@@ -11,46 +11,22 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from sqlalchemy import func, select
 
 from store.context import correlated
 from store.db import Store
-from store.models import Account, Contact, Lead, Opportunity
 from web.api import MailApi, add_api_routes, bearer_auth
-from web.auth import VIEWER, add_auth_routes, session_auth
+from web.auth import add_auth_routes, session_auth
+from web.dashboard import add_dashboard_routes
 from web.i18n import LOCALES
 from web.phone import PhoneConfig, add_phone_routes
 from web.pipeline import add_pipeline_routes
 from web.records import add_records_routes
-from web.render import page
 from web.settings import add_settings_routes
 from web.timeline import add_timeline_routes
 
 STORE_KEY = web.AppKey("store", Store)
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-
-
-@page("home.html")
-async def home(request: web.Request) -> dict[str, object]:
-    """The front page: how much the store holds."""
-    store = request.app[STORE_KEY]
-    viewer = request[VIEWER]
-    counts: dict[str, int] = {}
-    async with store.session() as session:
-        for label, model in (
-            ("leads", Lead),
-            ("contacts", Contact),
-            ("accounts", Account),
-            ("opportunities", Opportunity),
-        ):
-            query = (
-                select(func.count())
-                .select_from(model)
-                .where(model.deleted_at.is_(None), viewer.access.visible(model))
-            )
-            counts[label] = int(await session.scalar(query) or 0)
-    return {"counts": counts}
 
 
 @functools.cache
@@ -112,7 +88,7 @@ def create_app(
     )
     env.globals["LOCALES"] = LOCALES
     env.globals["static"] = static_url
-    app.router.add_get("/", home)
+    add_dashboard_routes(app, store)
     app.router.add_static("/static/", STATIC)
     add_auth_routes(app, store, secure_cookies)
     add_records_routes(app, store)
