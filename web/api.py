@@ -46,7 +46,7 @@ async def bearer_auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every ``/api/v1`` call acts as the user whose live token it carries."""
-    if not request.path.startswith("/api/v1/"):
+    if not request.path.startswith("/api/v1/") or request.path == "/api/v1/openapi.json":
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -56,7 +56,16 @@ async def bearer_auth(
     if user is None:
         return _error(401, error="unknown or revoked token")
     request[USER_KEY] = user.id
-    return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        # The API answers in JSON, its refusals too.
+        reason = err.text if err.content_type == "application/json" else None
+        if reason is not None:
+            return web.Response(status=err.status, text=reason, content_type="application/json")
+        return _error(err.status, error=err.reason.lower())
 
 
 async def _json(request: web.Request) -> Mapping[str, Any]:

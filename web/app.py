@@ -15,9 +15,11 @@ from aiohttp import web
 from store.context import correlated
 from store.db import Store
 from web.api import MailApi, add_api_routes, bearer_auth
+from web.api_records import add_records_api_routes
 from web.auth import add_auth_routes, session_auth
 from web.dashboard import add_dashboard_routes
 from web.i18n import LOCALES
+from web.openapi import add_openapi_route
 from web.phone import PhoneConfig, add_phone_routes
 from web.pipeline import add_pipeline_routes
 from web.records import add_records_routes
@@ -98,4 +100,6 @@ def create_app(
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)
+    add_records_api_routes(app, store)
+    add_openapi_route(app)
     return app

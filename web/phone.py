@@ -137,16 +137,24 @@ async def _client_message(store: Store, ws: web.WebSocketResponse, user_id: int,
     if not isinstance(number, str) or not any(ch.isdigit() for ch in number):
         await ws.send_json({"type": "error", "reason": "a number to dial is needed"})
         return
+    origin = message.get("origin")
+    pbx = message.get("pbx")
+    request = await request_dial(
+        store, user_id, number, origin if isinstance(origin, str) else None,
+        pbx if isinstance(pbx, str) else None,
+    )  # fmt: skip
+    await ws.send_json({"type": "dialling", "request": request})
+
+
+async def request_dial(
+    store: Store, user_id: int, number: str, origin: str | None, pbx: str | None
+) -> str:
+    """Ask the phone side to call ``number`` for ``user_id`` (it checks they may); its id."""
     request = uuid.uuid4().hex
     await store.bus.publish(
-        "DialRequested",
-        request=request,
-        user_id=user_id,
-        number=number,
-        origin=message.get("origin") if isinstance(message.get("origin"), str) else None,
-        pbx=message.get("pbx") if isinstance(message.get("pbx"), str) else None,
+        "DialRequested", request=request, user_id=user_id, number=number, origin=origin, pbx=pbx
     )
-    await ws.send_json({"type": "dialling", "request": request})
+    return request
 
 
 async def _link(store: Store, ws: web.WebSocketResponse, message: dict[str, object]) -> None:

@@ -538,7 +538,7 @@ async def create(request: web.Request) -> web.Response:
             )
             if module.key == "opportunities":
                 stage = await first_open_stage(session)
-                record.probability = stage.probability
+                record.stage_id, record.probability = stage.id, stage.probability
             session.add(record)
             await session.flush()
             await index_record(session, record)

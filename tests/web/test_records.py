@@ -204,3 +204,19 @@ async def test_a_chinese_full_name_finds_surname_and_given_name(store: Store) ->
             page = await (await client.get(f"/contacts?q={term}&sort=last_name")).text()
             names = re.findall(r'<a href="/contacts/\d+">([^<]+)</a>', page)
             assert sorted(names) == sorted(found), term
+
+
+async def test_a_new_opportunity_starts_in_the_first_open_stage(store: Store) -> None:
+    await make_user(store, "wang", "agent")
+    account = await add(store, Account(name="金龙贸易"))
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "wang")
+        hidden = await post_form(client, "/opportunities/new", csrf,
+                                 {"name": "x", "currency": "CNY", "account_id": str(account)})  # fmt: skip
+        assert hidden.status == 422 and "Choose a record." in await hidden.text()  # not in scope
+        made = await post_form(client, "/opportunities/new", csrf,
+                               {"name": "年度采购", "currency": "CNY", "amount": "¥88,000"},
+                               allow_redirects=False)  # fmt: skip
+        assert made.status == 303
+        page = await (await client.get(made.headers["Location"])).text()
+        assert "Prospecting" in page and "CN¥88,000.00" in page
