@@ -17,6 +17,7 @@ from typing import Any
 from store.base import Base
 from store.models import Account, Contact, Lead, LeadStatus, Opportunity
 
+MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL: a larger number names no row
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^[0-9+()\-\s./#*转x]{3,40}$")
 
@@ -48,9 +49,21 @@ class Module:
     names: tuple[str, ...]
     filters: tuple[str, ...] = ()
     phones: tuple[str, ...] = field(default=("phone", "mobile"))
+    # Values a filter offers where they differ from what a form may choose (a converted
+    # lead is found by its status, but no form sets it).
+    filter_values: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    def filter_choices(self, name: str) -> tuple[str, ...]:
+        """The values a list filter offers; empty for a free-text filter."""
+        for filtered, values in self.filter_values:
+            if filtered == name:
+                return values
+        if any(f.name == name for f in self.fields):
+            return self.field(name).choices
+        return ()
 
     def display(self, record: Any) -> str:
         if self.record_type in ("lead", "contact"):
@@ -89,6 +102,7 @@ LEADS = Module(
     columns=("last_name", "company", "email", "phone", "status", "source", "created_at"),
     sorts=("created_at", "updated_at", "last_name"), default_sort="-created_at",
     names=("last_name", "company"), filters=("status", "source"),
+    filter_values=(("status", tuple(s.value for s in LeadStatus)),),
 )  # fmt: skip
 CONTACTS = Module(
     key="contacts", record_type="contact", model=Contact, title="Contacts", singular="Contact",
@@ -135,6 +149,13 @@ OPPORTUNITIES = Module(
 )  # fmt: skip
 MODULES: dict[str, Module] = {m.key: m for m in (LEADS, CONTACTS, ACCOUNTS, OPPORTUNITIES)}
 BY_TYPE: dict[str, Module] = {m.record_type: m for m in MODULES.values()}
+
+
+def db_int(text: str) -> int | None:
+    """A submitted id: None unless it is ASCII digits that fit a BIGINT."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        return None
+    return int(text)
 
 
 def validate(
@@ -193,7 +214,8 @@ def _parse(f: Field, raw: str, gettext: Any) -> Any:
         except ValueError:
             raise ValueError(gettext("A date like 2026-12-31.")) from None
     if f.kind == "ref":
-        if not raw.isdigit():
+        record_id = db_int(raw)
+        if record_id is None:
             raise ValueError(gettext("Choose a record."))
-        return int(raw)
+        return record_id
     return raw

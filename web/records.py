@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import TypeDecorator, and_, delete, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.access import Access
@@ -34,6 +34,7 @@ from store.models import (
     Account,
     AccountContact,
     ActivityKind,
+    ActivityLink,
     Contact,
     LeadStatus,
     Opportunity,
@@ -46,9 +47,9 @@ from store.records import acting_as
 from store.recycle import soft_delete
 from store.tags import tag_record, tags_of
 from web.auth import VIEWER, Viewer
-from web.modules import BY_TYPE, MODULES, Module, validate
+from web.modules import BY_TYPE, MAX_ID, MODULES, Module, db_int, validate
 from web.render import render
-from web.timeline import timeline_entries
+from web.timeline import timeline_entries, timeline_kinds
 
 RECORDS_STORE_KEY = web.AppKey("records_store", Store)
 PAGE_SIZE = 50
@@ -75,9 +76,10 @@ async def load_visible(
     session: AsyncSession, module: Module, access: Access, record_id: str
 ) -> Any:
     """The live record the viewer may see, else 404 (out of scope looks like absent)."""
-    if not record_id.isdigit():
+    wanted = db_int(record_id)
+    if wanted is None:
         raise web.HTTPNotFound()
-    record: Any = await session.get(module.model, int(record_id))
+    record: Any = await session.get(module.model, wanted)
     if record is None or record.deleted_at is not None or not access.may_see(record):
         raise web.HTTPNotFound()
     return record
@@ -123,13 +125,34 @@ def _cursor(value: Any, record_id: int) -> str:
 
 
 def _uncursor(text: str) -> tuple[Any, int] | None:
+    """A cursor's (sort value, id), or None for anything that is not one of ours."""
     try:
         value, record_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if isinstance(value, dict):
             value = dt.datetime.fromisoformat(value["t"])
-        return value, int(record_id)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
     except (ValueError, TypeError, KeyError):
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float | dt.datetime):
+        return None
+    if not isinstance(record_id, int) or not 0 < record_id <= MAX_ID:
+        return None
+    return value, record_id
+
+
+def _edge(column: Any, text: str | None) -> tuple[Any, int] | None:
+    """A cursor for a keyset on ``column``, if its value has the column's type (else None).
+
+    A value of another type (an edited or stale URL) would be an error on PostgreSQL.
+    """
+    edge = _uncursor(text) if text else None
+    kind = column.type
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl_instance
+    if edge is None or not isinstance(edge[0], kind.python_type):
+        return None
+    return edge
 
 
 def _prefix(column: Any, text: str) -> Any:
@@ -176,14 +199,24 @@ async def filtered(
     for name in module.filters:
         value = str(params.get(name, "")).strip()
         if value:
-            column = getattr(model, name)
-            conditions.append(column == (int(value) if value.isdigit() else value))
+            conditions.append(_filter(module, name, value))
     owner = str(params.get("owner", ""))
     if owner == "me":
         conditions.append(model.owner_id == viewer.user_id)
-    elif owner.isdigit():
-        conditions.append(model.owner_id == int(owner))
+    elif owner:
+        owner_id = db_int(owner)
+        conditions.append(model.owner_id == owner_id if owner_id is not None else false())
     return select(model).where(*conditions), conditions
+
+
+def _filter(module: Module, name: str, value: str) -> Any:
+    """``name`` equals ``value``; a value the column can never hold matches nothing."""
+    column = getattr(module.model, name)
+    if name.endswith("_id"):
+        wanted = db_int(value)
+        return column == wanted if wanted is not None else false()
+    choices = module.filter_choices(name)
+    return column == value if not choices or value in choices else false()
 
 
 def _sort(module: Module, params: Any) -> tuple[str, bool]:
@@ -201,8 +234,8 @@ async def list_page(request: web.Request) -> web.Response:
     model: Any = module.model
     sort_name, descending = _sort(module, params)
     column = getattr(model, sort_name)
-    after = _uncursor(params.get("after", "")) if params.get("after") else None
-    before = _uncursor(params.get("before", "")) if params.get("before") else None
+    after = _edge(column, params.get("after"))
+    before = _edge(column, params.get("before"))
     async with _store(request).session() as session:
         query, _ = await filtered(session, module, viewer, params)
         backwards = before is not None and after is None
@@ -316,7 +349,7 @@ def _number(text: str) -> bool:
 async def bulk(request: web.Request) -> web.Response:
     module, viewer = _module(request, "edit")
     form = await request.post()
-    ids = [int(str(v)) for v in form.getall("id", []) if str(v).isdigit()]
+    ids = [i for i in (db_int(str(v)) for v in form.getall("id", [])) if i is not None]
     action = str(form.get("action", ""))
     model: Any = module.model
     async with _store(request).session() as session, session.begin():
@@ -329,13 +362,13 @@ async def bulk(request: web.Request) -> web.Response:
                 )
             ).all()
             if action == "assign":
-                owner = str(form.get("owner_id", ""))
+                owner = db_int(str(form.get("owner_id", "")))
                 allowed = {uid for uid, _ in await _assignable(session, viewer)}
-                if not owner.isdigit() or int(owner) not in allowed:
+                if owner is None or owner not in allowed:
                     raise web.HTTPUnprocessableEntity(text=viewer.t.gettext("Choose a user."))
-                team = await session.scalar(select(User.team_id).where(User.id == int(owner)))
+                team = await session.scalar(select(User.team_id).where(User.id == owner))
                 for record in records:
-                    record.owner_id = int(owner)
+                    record.owner_id = owner
                     record.team_id = team
             elif action == "tag":
                 name = str(form.get("tag", "")).strip()[:80]
@@ -375,7 +408,7 @@ async def delete_view(request: web.Request) -> web.Response:
     async with _store(request).session() as session, session.begin():
         await session.execute(
             delete(SavedView).where(
-                SavedView.id == int(view_id), SavedView.user_id == viewer.user_id
+                SavedView.id == (db_int(view_id) or 0), SavedView.user_id == viewer.user_id
             )
         )
     raise web.HTTPSeeOther(f"/{module.key}")
@@ -386,8 +419,8 @@ async def delete_view(request: web.Request) -> web.Response:
 
 async def detail_page(request: web.Request) -> web.Response:
     module, viewer = _module(request)
-    kinds = [k for k in request.query.getall("kind", []) if k in set(ActivityKind)]
-    before = _uncursor(request.query.get("older", "")) if request.query.get("older") else None
+    kinds = [k for k in request.query.getall("kind", []) if k in timeline_kinds(module.record_type)]
+    before = _edge(ActivityLink.occurred_at, request.query.get("older"))
     async with _store(request).session() as session:
         record = await load_visible(session, module, viewer.access, request.match_info["id"])
         related = await _related(session, module, record, viewer.access)
@@ -403,7 +436,8 @@ async def detail_page(request: web.Request) -> web.Response:
     return render(request, "records/detail.html", {
         "module": module, "record": record, "related": related, "tags": tags,
         "owner": owner.get(record.owner_id or 0, ""), "entries": entries, "kinds": kinds,
-        "older_link": older_link, "title": module.display(record), "all_kinds": list(ActivityKind),
+        "older_link": older_link, "title": module.display(record),
+        "all_kinds": timeline_kinds(module.record_type),
     })  # fmt: skip
 
 

@@ -26,14 +26,18 @@ from store.models import (
     Activity,
     ActivityKind,
     ActivityLink,
+    ActivityStatus,
     Attachment,
     Call,
     CallSegment,
     Email,
+    PipelineStage,
     SentRecipient,
+    StageHistory,
     User,
 )
 from web.auth import VIEWER
+from web.modules import db_int
 from web.phone import CONFIG_KEY, recording_link
 
 TIMELINE_STORE_KEY = web.AppKey("timeline_store", Store)
@@ -42,31 +46,31 @@ PAGE = 30
 SANDBOX_CSP = "sandbox; default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'"
 
 
+# Not an activity: an opportunity's moves through the pipeline, read from its stage history.
+STAGE = "stage"
+
+
+def timeline_kinds(record_type: str) -> list[str]:
+    """The kinds a record's timeline can be narrowed to."""
+    kinds = [k.value for k in ActivityKind]
+    return [*kinds, STAGE] if record_type == "opportunity" else kinds
+
+
 async def timeline_entries(
     request: web.Request, session: AsyncSession, record_type: str, record_id: int,
     kinds: list[str] | None, before: tuple[Any, int] | None,
 ) -> tuple[list[dict[str, Any]], tuple[dt.datetime, int] | None]:  # fmt: skip
-    """One page of the timeline as the template shows it, and the cursor of the next page."""
+    """One page of the timeline as the template shows it, and the cursor of the next page.
+
+    ``kinds`` None is everything; an opportunity's stage changes join the page
+    they fall within in time (the cursor stays the activities' own).
+    """
+    wanted = None if kinds is None else [k for k in kinds if k != STAGE]
     activities = await timeline(
-        session, record_type, record_id, kinds=kinds, before=before, limit=PAGE + 1
+        session, record_type, record_id, kinds=wanted, before=before, limit=PAGE + 1
     )
     more = len(activities) > PAGE
     activities = activities[:PAGE]
-    emails = await _emails(session, {a.email_id for a in activities if a.email_id})
-    calls = await _calls(request, session, {a.call_id for a in activities if a.call_id})
-    people = {a.owner_id for a in activities if a.owner_id}
-    people |= {c["agent_id"] for c in calls.values() if c["agent_id"]}
-    names = await _names(session, people)
-    entries = []
-    for activity in activities:
-        call = calls.get(activity.call_id or 0)
-        if call is not None:
-            call["agent"] = names.get(call["agent_id"] or 0, "")
-        entries.append({
-            "activity": activity, "kind": activity.kind.value,
-            "owner": names.get(activity.owner_id or 0, ""),
-            "email": emails.get(activity.email_id or 0), "call": call,
-        })  # fmt: skip
     older = None
     if more and activities:
         last = activities[-1]
@@ -78,7 +82,60 @@ async def timeline_entries(
             )
         )
         older = (link_at or last.occurred_at, last.id)
+    stages: list[dict[str, Any]] = []
+    if record_type == "opportunity" and (kinds is None or STAGE in kinds):
+        # This page covers [the oldest activity shown, the cursor): later pages the rest.
+        stages = await _stage_changes(
+            session, record_id, older[0] if older else None, before[0] if before else None
+        )
+    emails = await _emails(session, {a.email_id for a in activities if a.email_id})
+    calls = await _calls(request, session, {a.call_id for a in activities if a.call_id})
+    people = {a.owner_id for a in activities if a.owner_id}
+    people |= {c["agent_id"] for c in calls.values() if c["agent_id"]}
+    people |= {s["by_id"] for s in stages if s["by_id"]}
+    names = await _names(session, people)
+    now = dt.datetime.now(dt.UTC)
+    entries: list[dict[str, Any]] = []
+    for activity in activities:
+        call = calls.get(activity.call_id or 0)
+        if call is not None:
+            call["agent"] = names.get(call["agent_id"] or 0, "")
+        overdue = (activity.kind == ActivityKind.TASK and activity.status == ActivityStatus.PLANNED
+                   and activity.due_at is not None and activity.due_at < now)  # fmt: skip
+        entries.append({
+            "activity": activity, "kind": activity.kind.value, "at": activity.occurred_at,
+            "owner": names.get(activity.owner_id or 0, ""), "overdue": overdue,
+            "email": emails.get(activity.email_id or 0), "call": call, "stage": None,
+        })  # fmt: skip
+    for change in stages:
+        entries.append({"activity": None, "kind": STAGE, "at": change["at"], "stage": change,
+                        "owner": names.get(change["by_id"] or 0, ""), "email": None,
+                        "call": None, "overdue": False})  # fmt: skip
+    entries.sort(key=lambda e: e["at"], reverse=True)  # stable: activities keep their order
     return entries, older
+
+
+async def _stage_changes(
+    session: AsyncSession, opportunity_id: int, lower: dt.datetime | None,
+    upper: dt.datetime | None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The deal's entries into stages at or after ``lower`` and before ``upper``, each with
+    the stage it left (a deal has a handful, so all are read to know each one's previous)."""
+    rows = await session.execute(
+        select(StageHistory, PipelineStage.name)
+        .join(PipelineStage, PipelineStage.id == StageHistory.stage_id)
+        .where(StageHistory.opportunity_id == opportunity_id)
+        .order_by(StageHistory.entered_at, StageHistory.id)
+    )
+    changes = []
+    previous = None
+    for row, name in rows:
+        if (lower is None or row.entered_at >= lower) and (upper is None or row.entered_at < upper):
+            changes.append({"at": row.entered_at, "to": name, "from": previous,
+                            "by_id": row.entered_by_id, "amount": row.amount,
+                            "probability": row.probability})  # fmt: skip
+        previous = name
+    return changes
 
 
 async def _names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
@@ -96,14 +153,18 @@ async def _emails(session: AsyncSession, ids: set[int]) -> dict[int, dict[str, A
     found: dict[int, dict[str, Any]] = {}
     for email in await session.scalars(select(Email).where(Email.id.in_(sorted(ids)))):
         found[email.id] = {"row": email, "attachments": [], "recipients": [],
-                           "to": ", ".join(_address(a) for a in email.to or [])}  # fmt: skip
+                           "to": ", ".join(_address(a) for a in email.to or []),
+                           "cc": ", ".join(_address(a) for a in email.cc or [])}  # fmt: skip
+    # Numbered among all of the email's attachments, as /emails/<id>/attachments/<n> counts.
     attachments = await session.scalars(
-        select(Attachment)
-        .where(Attachment.email_id.in_(sorted(ids)), Attachment.is_inline.is_(False))
-        .order_by(Attachment.id)
+        select(Attachment).where(Attachment.email_id.in_(sorted(ids))).order_by(Attachment.id)
     )
+    counted: dict[int, int] = {}
     for attachment in attachments:
-        found[attachment.email_id]["attachments"].append(attachment)
+        position = counted.get(attachment.email_id, 0)
+        counted[attachment.email_id] = position + 1
+        if not attachment.is_inline:
+            found[attachment.email_id]["attachments"].append((position, attachment))
     recipients = await session.scalars(
         select(SentRecipient)
         .where(SentRecipient.email_id.in_(sorted(ids)))
@@ -148,16 +209,16 @@ async def _calls(
 async def _visible_email(request: web.Request) -> Email:
     """The email, if the viewer may see a record it is filed on; else 404."""
     viewer = request[VIEWER]
-    email_id = int(request.match_info["id"])
+    email_id = db_int(request.match_info["id"])
     store = request.app[TIMELINE_STORE_KEY]
     async with store.session() as session:
-        email = await session.get(Email, email_id)
+        email = await session.get(Email, email_id) if email_id is not None else None
         if email is None:
             raise web.HTTPNotFound()
         links = await session.execute(
             select(ActivityLink.record_type, ActivityLink.record_id)
             .join(Activity, Activity.id == ActivityLink.activity_id)
-            .where(Activity.email_id == email_id, Activity.deleted_at.is_(None))
+            .where(Activity.email_id == email.id, Activity.deleted_at.is_(None))
         )
         for record_type, record_id in links:
             model = RECORD_TYPES.get(record_type)
@@ -222,6 +283,3 @@ def add_timeline_routes(app: web.Application, store: Store) -> None:
     app[TIMELINE_STORE_KEY] = store
     app.router.add_get("/emails/{id:\\d+}/body", email_body)
     app.router.add_get("/emails/{id:\\d+}/attachments/{n:\\d+}", email_attachment)
-
-
-KINDS = [k.value for k in ActivityKind]

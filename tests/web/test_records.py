@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import re
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -220,3 +222,30 @@ async def test_a_new_opportunity_starts_in_the_first_open_stage(store: Store) ->
         assert made.status == 303
         page = await (await client.get(made.headers["Location"])).text()
         assert "Prospecting" in page and "CN¥88,000.00" in page
+
+
+async def test_urls_edited_by_hand_answer_empty_or_not_found_never_an_error(store: Store) -> None:
+    await make_user(store, "boss", "admin")
+    lead = await add(store, Lead(last_name="Kept", status="converted"))
+
+    def cursor(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps([value, 1]).encode()).decode()
+
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "boss")
+        huge = "9" * 25
+        for url in (
+            "/leads?status=bogus", f"/leads?owner={huge}", "/opportunities?stage_id=abc",
+            f"/opportunities?stage_id={huge}", f"/contacts?after={cursor('x')}",
+            f"/contacts?sort=last_name&before={cursor(7)}", "/contacts?after=%%%",
+            f"/contacts?after={cursor({'t': '2026-01-01T00:00:00'})}", "/leads?owner=١٢",
+        ):  # fmt: skip
+            answer = await client.get(url)
+            assert answer.status == 200, url
+        for url in (f"/leads/{huge}", f"/emails/{huge}/body", f"/leads/{huge}/edit"):
+            assert (await client.get(url)).status == 404, url
+        assert (await client.get(f"/leads/{lead}?older={cursor('x')}")).status == 200
+        # A converted lead is found by its status though no form may set it.
+        converted = await (await client.get("/leads?status=converted")).text()
+        assert f'<a href="/leads/{lead}">Kept</a>' in converted
+        assert "Kept" not in await (await client.get("/leads?status=bogus")).text()

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from store.activities import log_activity
 from store.db import Store
 from store.models import (
     Account,
     ActivityKind,
+    ActivityStatus,
     Attachment,
+    Blob,
     Call,
     CallDisposition,
+    Contact,
     Direction,
     Email,
+    PipelineStage,
 )
-from tests.web.browsing import make_user, sign_in
+from store.pipeline import advance_stage
+from tests.web.browsing import make_user, post_form, sign_in
 from web.app import create_app
 
 EVIL = """<p>您好，<b>报价</b>见附件。</p><script>alert(document.cookie)</script>
@@ -36,8 +43,6 @@ async def _account_with_history(store: Store, owner: int) -> tuple[int, int]:
                       to=["sales@rapport.test"], html_body=EVIL, text_body="报价见附件")  # fmt: skip
         session.add(email)
         await session.flush()
-        from store.models import Blob
-
         session.add(Blob(sha256=blob, size=14))
         await session.flush()
         session.add(Attachment(email_id=email.id, filename="报价单.pdf", size=14, blob_sha256=blob))
@@ -83,3 +88,59 @@ async def test_an_accounts_timeline_shows_its_mail_in_a_sandbox_and_its_calls(st
         assert (await client.get(f"/emails/{email_id}/body")).status == 404
         assert (await client.get(f"/emails/{email_id}/attachments/0")).status == 404
         assert (await client.get(f"/accounts/{account_id}")).status == 404
+
+
+async def test_an_opportunitys_timeline_shows_its_stage_changes_among_its_tasks(
+    store: Store,
+) -> None:
+    owner = await make_user(store, "wang", "agent", display_name="王伟")
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "wang")
+        made = await post_form(client, "/opportunities/new", csrf,
+                               {"name": "年度采购", "currency": "CNY"}, allow_redirects=False)  # fmt: skip
+        url = made.headers["Location"]
+        deal_id = int(url.rsplit("/", 1)[1])
+        async with store.session() as session, session.begin():
+            qualification = await session.scalar(
+                select(PipelineStage.id).where(PipelineStage.name == "Qualification")
+            )
+            assert qualification is not None
+            await advance_stage(session, deal_id, qualification, user_id=owner)
+            await log_activity(session, kind=ActivityKind.TASK, subject="寄样品",
+                               records=[("opportunity", deal_id)], owner_id=owner,
+                               status=ActivityStatus.PLANNED,
+                               due_at=dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC),
+                               occurred_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))  # fmt: skip
+        page = await (await client.get(url)).text()
+        moved = page.index("Prospecting → Qualification")
+        assert moved < page.index("寄样品")  # the task is dated long before: newest first
+        assert "overdue" in page and "planned" in page
+        only_stages = await (await client.get(f"{url}?kind=stage")).text()
+        assert "Prospecting → Qualification" in only_stages and "寄样品" not in only_stages
+        only_tasks = await (await client.get(f"{url}?kind=task")).text()
+        assert "寄样品" in only_tasks and "→ Qualification" not in only_tasks
+
+
+async def test_attachment_links_count_the_emails_inline_images_too(store: Store) -> None:
+    owner = await make_user(store, "wang", "agent")
+    async with store.session() as session, session.begin():
+        contact = Contact(last_name="李", owner_id=owner)
+        email = Email(direction=Direction.INBOUND, subject="图片和合同", html_body="<p>见附件</p>")
+        session.add_all([contact, email])
+        await session.flush()
+        for name, data, inline in (("logo.png", b"\x89PNG", True), ("合同.pdf", b"%PDF", False)):
+            sha = await store.blobs.write(data)
+            session.add(Blob(sha256=sha, size=len(data)))
+            await session.flush()
+            session.add(Attachment(email_id=email.id, filename=name, size=len(data),
+                                   blob_sha256=sha, is_inline=inline))  # fmt: skip
+        await log_activity(session, kind=ActivityKind.EMAIL, subject=email.subject,
+                           records=[("contact", contact.id)], email_id=email.id)  # fmt: skip
+        contact_id, email_id = contact.id, email.id
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "wang")
+        page = await (await client.get(f"/contacts/{contact_id}")).text()
+        assert "logo.png" not in page
+        link = re.search(rf'href="(/emails/{email_id}/attachments/\d+)">合同.pdf<', page)
+        assert link is not None
+        assert await (await client.get(link.group(1))).read() == b"%PDF"
