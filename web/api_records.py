@@ -34,7 +34,7 @@ from web.auth import Viewer
 from web.i18n import Translator
 from web.modules import BY_TYPE, MODULES, Module, _parse, validate
 from web.phone import request_dial
-from web.records import _cursor, _sort, _uncursor, filtered, load_visible
+from web.record_query import _cursor, _sort, _uncursor, filtered, load_visible
 
 API_RECORDS_STORE_KEY = web.AppKey("api_records_store", Store)
 MAX_LIMIT = 200

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from store.db import Store
 from store.identity import index_record
-from store.models import Account, AccountContact, Contact, Lead, Opportunity
+from store.models import Account, AccountContact, Contact, Lead, Opportunity, User
+from store.tags import tags_of
 from tests.web.browsing import make_user, post_form, sign_in
 from web.app import create_app
 
@@ -75,8 +76,6 @@ async def test_agents_see_their_own_and_managers_their_teams(store: Store) -> No
     m = await make_user(store, "m", "manager", team="华东")
     b1 = await make_user(store, "b1", "agent", team="华南")
     async with store.session() as session:
-        from store.models import User
-
         east = (await session.get(User, a1)).team_id  # type: ignore[union-attr]
         south = (await session.get(User, b1)).team_id  # type: ignore[union-attr]
     mine = await add(store, Lead(last_name="Mine", owner_id=a1, team_id=east))
@@ -249,3 +248,138 @@ async def test_urls_edited_by_hand_answer_empty_or_not_found_never_an_error(stor
         converted = await (await client.get("/leads?status=converted")).text()
         assert f'<a href="/leads/{lead}">Kept</a>' in converted
         assert "Kept" not in await (await client.get("/leads?status=bogus")).text()
+
+
+async def _teams(store: Store) -> dict[str, int]:
+    """Two teams of an agent and a manager each, and an admin; user ids by name."""
+    ids = {name: await make_user(store, name, role, team=team)
+           for name, role, team in (("a1", "agent", "华东"), ("a2", "agent", "华东"),
+                                    ("m", "manager", "华东"), ("b1", "agent", "华南"),
+                                    ("mb", "manager", "华南"))}  # fmt: skip
+    async with store.session() as session:
+        for name in list(ids):
+            team = (await session.get(User, ids[name])).team_id  # type: ignore[union-attr]
+            ids[f"team:{name}"] = team or 0
+    return ids
+
+
+async def test_a_manager_reaches_their_teams_records_and_nothing_of_another_team(
+    store: Store,
+) -> None:
+    ids = await _teams(store)
+    east = await add(store, Account(name="East Co", owner_id=ids["a1"], team_id=ids["team:a1"]))
+    south = await add(store, Account(name="South Co", owner_id=ids["b1"],
+                                     team_id=ids["team:b1"], phone="020-8888 1234"))  # fmt: skip
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "m")
+        assert (await client.get(f"/accounts/{east}")).status == 200
+        for path in (f"/accounts/{south}", f"/accounts/{south}/edit"):
+            assert (await client.get(path)).status == 404
+        assert (await post_form(client, f"/accounts/{south}/delete", csrf)).status == 404
+        assert "South Co" not in await (await client.get("/accounts?q=020 8888 1234")).text()
+        assert "South Co" not in await (await client.get("/accounts?q=South")).text()
+        found = await (await client.get("/accounts/lookup?q=")).json()
+        assert [r["name"] for r in found] == ["East Co"]
+        exported = (await (await client.get("/accounts/export.csv")).read()).decode("utf-8-sig")
+        assert "East Co" in exported and "South Co" not in exported
+        await post_form(client, "/accounts/bulk", csrf,
+                        {"id": [str(east), str(south)], "action": "tag", "tag": "重点"})  # fmt: skip
+        # A manager deletes (into the recycle bin): gone from lists and pages, kept in the store.
+        gone = await post_form(client, f"/accounts/{east}/delete", csrf, allow_redirects=False)
+        assert gone.status == 303
+        assert (await client.get(f"/accounts/{east}")).status == 404
+        assert "East Co" not in await (await client.get("/accounts")).text()
+    async with store.session() as session:
+        assert await tags_of(session, "account", east) == ["重点"]
+        assert await tags_of(session, "account", south) == []
+        kept = await session.get(Account, east)
+        assert kept is not None and kept.deleted_at is not None
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "b1")  # agents may not delete, even their own
+        assert (await post_form(client, f"/accounts/{south}/delete", csrf)).status == 403
+
+
+async def test_a_new_record_is_the_viewers_unless_handed_to_a_teammate(store: Store) -> None:
+    ids = await _teams(store)
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "a1")
+        form = await (await client.get("/contacts/new")).text()
+        assert f'<option value="{ids["a1"]}" selected>' in form
+        assert f'value="{ids["b1"]}"' not in form  # not in the agent's team
+        refused = await post_form(client, "/contacts/new", csrf,
+                                  {"last_name": "周", "owner_id": str(ids["b1"])})  # fmt: skip
+        assert refused.status == 422 and 'id="error-owner_id"' in await refused.text()
+        mine = await post_form(client, "/contacts/new", csrf, {"last_name": "吴"},
+                               allow_redirects=False)  # fmt: skip
+        handed = await post_form(client, "/contacts/new", csrf,
+                                 {"last_name": "郑", "owner_id": str(ids["a2"])},
+                                 allow_redirects=False)  # fmt: skip
+        assert mine.status == handed.status == 303
+        # Handed on, it is out of the agent's own scope.
+        assert (await client.get(handed.headers["Location"])).status == 404
+    async with store.session() as session:
+        rows = {c.last_name: c for c in await session.scalars(select(Contact))}
+        assert (rows["吴"].owner_id, rows["吴"].team_id) == (ids["a1"], ids["team:a1"])
+        assert (rows["郑"].owner_id, rows["郑"].team_id) == (ids["a2"], ids["team:a2"])
+
+
+async def test_lists_filter_by_status_source_and_owner_and_sort(store: Store) -> None:
+    boss = await make_user(store, "boss", "admin")
+    other = await make_user(store, "li", "agent")
+    for name, status, source, owner in (("Alpha", "new", "web", boss),
+                                        ("Bravo", "qualified", "web", other),
+                                        ("Charlie", "qualified", "referral", boss)):  # fmt: skip
+        await add(store, Lead(last_name=name, status=status, source=source, owner_id=owner))
+
+    async def names(client: TestClient, query: str) -> list[str]:
+        page = await (await client.get(f"/leads?{query}")).text()
+        return re.findall(r'<a href="/leads/\d+">([A-Za-z]+)</a>', page)
+
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "boss")
+        assert await names(client, "status=qualified&sort=last_name") == ["Bravo", "Charlie"]
+        assert await names(client, "status=qualified&source=web") == ["Bravo"]
+        assert await names(client, "owner=me&sort=-last_name") == ["Charlie", "Alpha"]
+        assert await names(client, f"owner={other}") == ["Bravo"]
+        assert await names(client, "q=alp") == ["Alpha"]  # the capitalised prefix too
+
+
+async def test_converting_into_a_named_or_an_existing_account(store: Store) -> None:
+    ids = await _teams(store)
+    theirs = await add(store, Account(name="华南贸易", owner_id=ids["b1"], team_id=ids["team:b1"]))
+    ours = await add(store, Account(name="华东贸易", owner_id=ids["a1"], team_id=ids["team:a1"]))
+    first = await add(store, Lead(last_name="孙", company="孙氏", owner_id=ids["a1"],
+                                  team_id=ids["team:a1"]))  # fmt: skip
+    second = await add(store, Lead(last_name="钱", owner_id=ids["a1"], team_id=ids["team:a1"]))
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "a1")
+        form = await (await client.get(f"/leads/{first}/convert")).text()
+        assert 'value="孙氏"' in form and "华东贸易" in form and "华南贸易" not in form
+        named = await post_form(client, f"/leads/{first}/convert", csrf,
+                                {"account_name": "孙氏集团有限公司"}, allow_redirects=False)  # fmt: skip
+        assert named.status == 303
+        again = await client.get(f"/leads/{first}/convert", allow_redirects=False)
+        assert again.status == 303 and again.headers["Location"] == f"/leads/{first}"
+        lead_page = await (await client.get(f"/leads/{first}")).text()
+        assert "孙氏集团有限公司" in lead_page  # the links to what it became
+        refused = await post_form(client, f"/leads/{second}/convert", csrf,
+                                  {"account_id": str(theirs)})  # fmt: skip
+        assert refused.status == 422 and 'id="error-account_id"' in await refused.text()
+        joined = await post_form(client, f"/leads/{second}/convert", csrf,
+                                 {"account_id": str(ours)}, allow_redirects=False)  # fmt: skip
+        assert joined.status == 303
+        account_page = await (await client.get(f"/accounts/{ours}")).text()
+        assert f'href="{joined.headers["Location"]}"' in account_page
+    async with store.session() as session:
+        names = set(await session.scalars(select(Account.name)))
+        assert names == {"华南贸易", "华东贸易", "孙氏集团有限公司"}
+
+
+async def test_a_contacts_page_names_the_records_with_its_address(store: Store) -> None:
+    boss = await make_user(store, "boss", "admin")
+    one = await add(store, Contact(last_name="Ma", email="ma@jinlong.cn", owner_id=boss))
+    twin = await add(store, Lead(last_name="Ma Yun", email="MA@jinlong.cn", owner_id=boss))
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "boss")
+        page = await (await client.get(f"/contacts/{one}")).text()
+        assert "Same email or phone as:" in page and f'<a href="/leads/{twin}">' in page
