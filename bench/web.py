@@ -5,9 +5,10 @@ identities) and 5,000 accounts, gives one contact 40 timeline entries, runs
 the web application on loopback, signs in as an admin (every record in scope:
 the largest lists) and as an agent who owns 1,000 of the contacts, and times
 GET requests end to end over HTTP: the first page of the contacts list, a
-later keyset page, searches by name prefix, email and phone, and a contact's
-detail page with its timeline.  Prints p50 and p99 per page against the
-issue's goal: under 150 ms.
+later keyset page, the list sorted by last change, searches by name prefix
+(one that matches a twentieth of the table too), email and phone, and a
+contact's detail page with its timeline.  Prints p50 and p99 per page against
+the issue's goal: under 150 ms.
 Run: .venv/bin/python bench/web.py [--contacts 100000] [--repeat 30]
 """
 
@@ -138,9 +139,12 @@ async def main() -> None:
                         ("contacts list, next keyset page",
                          "/contacts" + later.group(1).replace("&amp;", "&"), "</table>"),
                         ("search by name prefix", "/contacts?q=%E7%8E%8B0042", "</table>"),
+                        ("search by a common surname (5,000 match)", "/contacts?q=%E7%8E%8B",
+                         "</table>"),
                         ("search by email", "/contacts?q=c4200%40example.cn", "c4200@example.cn"),
                         ("search by phone", "/contacts?q=%2B86%20138%200000%204200", "c4200@example.cn"),
                         ("contact detail, 40 timeline entries", f"/contacts/{target}", "第 39 次沟通"),
+                        ("contacts by last change", "/contacts?sort=-updated_at", "</table>"),
                         ("accounts list, first page", "/accounts", "</table>"),
                     ]  # fmt: skip
                     for label, path, must in pages:
@@ -157,10 +161,10 @@ async def main() -> None:
 
     print(f"\n{args.contacts:,} contacts in SQLite, {args.repeat} requests each over loopback HTTP; "
           f"goal: under {GOAL_MS:.0f} ms")  # fmt: skip
-    print(f"{'signed in as':<13} {'page':<38} {'p50 ms':>8} {'p99 ms':>8}  goal")
+    print(f"{'signed in as':<13} {'page':<42} {'p50 ms':>8} {'p99 ms':>8}  goal")
     for who, label, times in rows:
         verdict = "met" if pct(times, 0.99) < GOAL_MS else "NOT MET"
-        print(f"{who:<13} {label:<38} {statistics.median(times):>8.1f} {pct(times, 0.99):>8.1f}  "
+        print(f"{who:<13} {label:<42} {statistics.median(times):>8.1f} {pct(times, 0.99):>8.1f}  "
               f"{verdict}")  # fmt: skip
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import UnaryExpression
 
 from store.base import Base
 
@@ -75,3 +77,15 @@ def likely(session: AsyncSession, condition: Any) -> Any:
     if session.get_bind().dialect.name == "sqlite":
         return func.likelihood(condition, literal_column("0.99"))
     return condition
+
+
+def unindexed(session: AsyncSession, column: Any) -> Any:
+    """``column``, spelt so that SQLite does not serve a condition on it from an index.
+
+    SQLite's unary ``+`` (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_):
+    without it, a search's OR of name ranges read each branch through the
+    ``deleted_at`` index (every live row) instead of the name's own index.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+    return column

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.access import Access
 from store.db import Store
-from store.dialect import likely
+from store.dialect import likely, unindexed
 from store.identity import lookup_email, lookup_phone
 from store.models import User
 from web.auth import VIEWER, Viewer
@@ -126,7 +126,7 @@ async def filtered(
     """The list's query before sort and paging, and the conditions it applied."""
     model: Any = module.model
     conditions: list[Any] = [
-        likely(session, model.deleted_at.is_(None)),
+        likely(session, unindexed(session, model.deleted_at).is_(None)),
         viewer.access.visible(model),
     ]
     term = str(params.get("q", "")).strip()

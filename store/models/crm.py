@@ -284,7 +284,14 @@ def copy_fields(source: Any, target: Any, fields: tuple[str, ...]) -> None:
             setattr(target, name, getattr(source, name))
 
 
-# Lists sort newest first by default: each record table's creation time is indexed
-# (with the id the index carries, it serves the keyset order without a sort).
+# Lists sort newest first by default, or by last change: each record table's creation
+# and change times are indexed (with the id the index carries, it serves the keyset
+# order without a sort).
 for _model in (Account, Contact, Lead, Opportunity):
     Index(f"ix_{_model.__tablename__}_created_at", _model.created_at)
+    Index(f"ix_{_model.__tablename__}_updated_at", _model.updated_at)
+# A search term is matched as a prefix of these names (web/modules.py names): an OR
+# with one unindexed branch would read the whole table.
+Index("ix_opportunities_name", Opportunity.name)
+Index("ix_contacts_first_name", Contact.first_name)
+Index("ix_leads_company", Lead.company)
