@@ -166,19 +166,30 @@ async def _refs(
 
 
 async def export_csv(request: web.Request) -> web.StreamResponse:
+    """The list's records (its search and filters, the viewer's scope) as CSV for Excel."""
     module, viewer = module_of(request, "export")
     t = viewer.t
     model: Any = module.model
-    columns = [f.name for f in module.fields]
+    names = [f.name for f in module.fields]
     async with records_store(request).session() as session:
-        query, _ = await filtered(session, module, viewer, request.query)
-        rows = (await session.scalars(query.order_by(model.id).limit(EXPORT_LIMIT))).all()
+        _, conditions = await filtered(session, module, viewer, request.query)
+        # Plain rows, not ORM objects: a hundred thousand of them stay cheap.
+        columns = [model.id, *(getattr(model, n) for n in names), model.owner_id, model.created_at]
+        rows = (
+            await session.execute(
+                select(*columns).where(*conditions).order_by(model.id).limit(EXPORT_LIMIT)
+            )
+        ).all()
+        owners = await user_names(session, {row[-2] for row in rows if row[-2]})
     out = io.StringIO()
     out.write("\ufeff")  # so Excel reads UTF-8 and shows Chinese
     writer = csv.writer(out)
-    writer.writerow(["id", *(t.gettext(module.field(c).label) for c in columns), "owner_id"])
+    writer.writerow(["id", *(t.gettext(module.field(n).label) for n in names),
+                     t.gettext("Owner"), t.gettext("Created")])  # fmt: skip
     for row in rows:
-        writer.writerow([row.id, *(_csv_value(getattr(row, c)) for c in columns), row.owner_id])
+        *values, owner, created = row[1:]
+        writer.writerow([row[0], *(_csv_value(v) for v in values), owners.get(owner or 0, ""),
+                         t.local(created).strftime("%Y-%m-%d %H:%M")])  # fmt: skip
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
     return web.Response(
         body=out.getvalue().encode("utf-8"), content_type="text/csv", charset="utf-8",

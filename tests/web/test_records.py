@@ -422,3 +422,23 @@ async def test_on_sqlite_a_search_reads_the_name_indexes_and_a_list_its_sort_ind
                 assert listed == f"SCAN {module} USING INDEX ix_{module}_{order}", listed
         by_company = await plan("leads", {"q": "金龙"}, "created_at")
         assert "ix_leads_company" in by_company and "SCAN" not in by_company, by_company
+
+
+async def test_export_is_the_filtered_list_in_utf8_with_bom_for_excel(store: Store) -> None:
+    boss = await make_user(store, "boss", "manager", team="华东", locale="zh_CN",
+                           display_name="赵经理")  # fmt: skip
+    async with store.session() as session:
+        team = (await session.get(User, boss)).team_id  # type: ignore[union-attr]
+    await add(store, Lead(last_name="王", first_name="芳", status="qualified", owner_id=boss,
+                          team_id=team, company="=HYPERLINK(\"http://evil\")"))  # fmt: skip
+    await add(store, Lead(last_name="李", status="new", owner_id=boss, team_id=team))
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "boss")
+        answer = await client.get("/leads/export.csv?status=qualified")
+        assert answer.headers["Content-Disposition"].startswith('attachment; filename="leads-')
+        raw = await answer.read()
+        assert raw.startswith("\ufeff".encode())
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+        assert rows[0][:3] == ["id", "姓", "名"] and rows[0][-2] == "负责人"
+        assert len(rows) == 2 and rows[1][1:3] == ["王", "芳"] and rows[1][-2] == "赵经理"
+        assert '\'=HYPERLINK("http://evil")' in rows[1]  # never a formula in Excel
