@@ -1,6 +1,7 @@
-// Record pickers: a <select data-lookup="/accounts/lookup"> lists a few hundred records;
-// a search box above it asks the server for the records in the user's scope whose name,
-// email or phone matches what is typed, and offers those instead.
+// Record pages' few live parts.  Record pickers: a <select data-lookup="/accounts/lookup">
+// lists a few hundred records; a search box above it asks the server for the records in
+// the user's scope whose name, email or phone matches what is typed, and offers those.
+// Lists: a box that ticks every row of the page.
 "use strict";
 (function () {
   const WAIT_MS = 250;
@@ -47,4 +48,11 @@
   }
 
   document.querySelectorAll("select[data-lookup]").forEach(enhance);
+
+  // A list's "select all" box ticks every row of the page for a bulk action.
+  document.querySelectorAll("input[data-select-all]").forEach((all) => {
+    const rows = () => all.form ? all.form.querySelectorAll('input[name="id"]') : [];
+    all.hidden = false;
+    all.addEventListener("change", () => rows().forEach((box) => { box.checked = all.checked; }));
+  });
 })();
