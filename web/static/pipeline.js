@@ -1,4 +1,5 @@
 // The pipeline board: drag a deal to another stage; a stage that needs fields asks for them.
+// Without a script each card's "move to" select posts a plain form instead.
 "use strict";
 (function () {
   const board = document.getElementById("board");
@@ -6,22 +7,44 @@
   const dialog = document.getElementById("stage-fields");
   let dragged = null;
 
-  function askFor(fields) {
+  function inputFor(f, typed) {
+    // A select for a choice, else an input; it keeps what was typed before.
+    let input;
+    if (f.kind === "choice") {
+      input = document.createElement("select");
+      for (const c of f.choices) input.add(new Option(c, c, false, c === typed));
+    } else {
+      input = document.createElement("input");
+      input.type = f.kind === "date" ? "date" : "text";
+      if (f.kind === "money") input.inputMode = "decimal";
+      input.value = typed || "";
+    }
+    input.name = f.name;
+    input.required = true;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", "error-" + f.name);
+    return input;
+  }
+
+  function askFor(said, typed) {
     // Resolves with the values typed in, or null when cancelled.
     return new Promise((resolve) => {
       const box = dialog.querySelector(".inputs");
+      const elsewhere = dialog.querySelector(".elsewhere");
       box.replaceChildren();
-      for (const f of fields) {
+      elsewhere.hidden = true;
+      for (const f of said.fields) {
         const label = document.createElement("label");
         label.textContent = f.label;
-        const input = document.createElement("input");
-        input.name = f.name;
-        input.required = true;
-        input.type = f.kind === "date" ? "date" : "text";
-        if (f.kind === "money") input.inputMode = "decimal";
-        label.appendChild(input);
+        if (f.kind === "elsewhere") {
+          elsewhere.hidden = false;
+          elsewhere.querySelector("a").href = said.edit;
+        } else {
+          label.appendChild(inputFor(f, typed[f.name]));
+        }
         const error = document.createElement("span");
         error.className = "field-error";
+        error.id = "error-" + f.name;
         error.textContent = f.error;
         box.append(label, error);
       }
@@ -29,11 +52,12 @@
         dialog.removeEventListener("close", done);
         if (dialog.returnValue !== "ok") return resolve(null);
         const values = {};
-        for (const input of box.querySelectorAll("input")) values[input.name] = input.value;
+        for (const input of box.querySelectorAll("input, select")) values[input.name] = input.value;
         resolve(values);
       });
+      dialog.returnValue = "";
       dialog.showModal();
-      const first = box.querySelector("input");
+      const first = box.querySelector("input, select");
       if (first) first.focus();
     });
   }
@@ -44,8 +68,7 @@
       const answer = await window.rapport.post("/pipeline/move", body);
       if (answer.ok) { location.reload(); return; }
       if (answer.status !== 422) { alert(await answer.text()); return; }
-      const said = await answer.json();
-      const values = await askFor(said.fields);
+      const values = await askFor(await answer.json(), body.values);
       if (values === null) return;
       body.values = Object.assign(body.values, values);
     }
@@ -61,6 +84,7 @@
   });
   board.addEventListener("dragend", () => {
     if (dragged) dragged.classList.remove("dragging");
+    dragged = null;
     for (const c of board.querySelectorAll(".column.over")) c.classList.remove("over");
   });
   board.addEventListener("dragover", (e) => {
@@ -78,6 +102,7 @@
     if (!column || !dragged) return;
     e.preventDefault();
     column.classList.remove("over");
-    if (dragged.closest(".column") !== column) move(dragged, column);
+    const card = dragged;
+    if (card.closest(".column") !== column) move(card, column);
   });
 })();
