@@ -131,7 +131,7 @@ async def test_the_home_page_shows_what_needs_me_today(store: Store) -> None:
     quotes = _section(page, "quotes")
     assert "报价中的单子" in quotes and "别人的单子" not in page
     won = _section(page, "won")
-    assert won.count("<rect") == 6 and "CN¥12,345.00" in won
+    assert won.count("<text") == 12 and "CN¥12,345.00" in won  # six months, label and value
 
 
 async def test_an_admin_sees_missed_calls_that_rang_nobody(store: Store) -> None:
@@ -174,9 +174,9 @@ async def test_the_funnel_and_won_chart_add_up_exactly(store: Store) -> None:
     assert "方案报价 · 2" in funnel_svg and "¥133,333.33 · 加权 ¥80,000.00" in funnel_svg
     assert "赢单 · 3" in funnel_svg  # two in CNY and one in USD, counted together
     won = _section(page, "won")
-    labels = re.findall(r'text-anchor="middle">([^<]*)</text>', won)
-    # Per month: the value over the bar, then the month's name under it; USD is not in CNY.
-    assert labels[-4:] == ["¥0.30", f"{months[-2].month}月", "¥0.00", f"{months[-1].month}月"]
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", won)
+    # Per month its name, then the amount; USD is not in CNY.
+    assert texts[-4:] == [f"{months[-2].month}月", "¥0.30", f"{months[-1].month}月", "¥0.00"]
     assert "<h2>近六个月每月赢单金额</h2>" in won
     assert "我的待办任务" in page and "今日通话" in page and "未接来电" in page
 
