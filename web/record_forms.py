@@ -26,7 +26,7 @@ from store.records import acting_as
 from store.recycle import soft_delete
 from web.auth import VIEWER, Viewer
 from web.modules import BY_TYPE, MODULES, Module, _parse, db_int, validate
-from web.record_query import assignable, load_visible, module_of, records_store
+from web.record_query import assignable, filtered, load_visible, module_of, records_store
 from web.render import render
 
 # How many records a picker offers before the user narrows it by typing (records.js).
@@ -52,7 +52,7 @@ def _form_values(
 
 
 async def picker_options(
-    session: AsyncSession, target: Module, access: Access, *, chosen: Any = None
+    session: AsyncSession, target: Module, viewer: Viewer, *, chosen: Any = None
 ) -> list[tuple[int, str]]:
     """Records of ``target`` in scope for a picker, by name, with the chosen one in any case.
 
@@ -61,12 +61,12 @@ async def picker_options(
     """
     model: Any = target.model
     order = getattr(model, target.names[0])
-    query = select(model).where(model.deleted_at.is_(None), access.visible(model))
+    query, _ = await filtered(session, target, viewer, {})  # the lists' index-friendly query
     rows = list((await session.scalars(query.order_by(order, model.id).limit(PICKER_SIZE))).all())
     chosen_id = db_int(str(chosen or ""))
     if chosen_id is not None and all(r.id != chosen_id for r in rows):
         picked: Any = await session.get(model, chosen_id)
-        if picked is not None and picked.deleted_at is None and access.may_see(picked):
+        if picked is not None and picked.deleted_at is None and viewer.access.may_see(picked):
             rows.insert(0, picked)
     return [(r.id, target.display(r)) for r in rows]
 
@@ -77,9 +77,7 @@ async def _form_page(
     duplicates: list[dict[str, Any]] | None = None, status: int = 200,
 ) -> web.Response:  # fmt: skip
     choices = {
-        f.name: await picker_options(
-            session, MODULES[f.ref], viewer.access, chosen=values.get(f.name)
-        )
+        f.name: await picker_options(session, MODULES[f.ref], viewer, chosen=values.get(f.name))
         for f in module.fields
         if f.kind == "ref" and f.ref
     }
@@ -283,7 +281,7 @@ async def _convert_page(
     values: Mapping[str, Any], errors: Mapping[str, str], status: int = 200,
 ) -> web.Response:  # fmt: skip
     accounts = await picker_options(
-        session, MODULES["accounts"], viewer.access, chosen=values.get("account_id")
+        session, MODULES["accounts"], viewer, chosen=values.get("account_id")
     )
     return render(request, "records/convert.html",
                   {"lead": lead, "accounts": accounts, "values": values, "errors": errors},

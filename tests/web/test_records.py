@@ -417,7 +417,8 @@ async def test_on_sqlite_a_search_reads_the_name_indexes_and_a_list_its_sort_ind
         assert "ix_contacts_last_name" in searched and "ix_contacts_first_name" in searched
         assert "deleted_at" not in searched and "SCAN" not in searched, searched
         for module in ("contacts", "accounts", "leads", "opportunities"):
-            for order in ("created_at", "updated_at"):
+            # The sorts of lists, and the name order of record pickers.
+            for order in ("created_at", "updated_at", MODULES[module].names[0]):
                 listed = await plan(module, {}, order)
                 assert listed == f"SCAN {module} USING INDEX ix_{module}_{order}", listed
         by_company = await plan("leads", {"q": "金龙"}, "created_at")
