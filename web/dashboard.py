@@ -155,7 +155,8 @@ async def _my_calls(
         select(Call).where(Call.started_at >= day_start, or_(*involved))
         .order_by(Call.started_at.desc(), Call.id.desc()).limit(CALLS_READ)
     )).all()  # fmt: skip
-    talked = [c for c in calls if c.disposition not in MISSED][:SHOWN]
+    # A call that rang me but someone else took is theirs.
+    talked = [c for c in calls if c.disposition not in MISSED and c.agent_id == me][:SHOWN]
     unanswered = [c for c in calls if c.disposition in MISSED][:SHOWN]
     callback_of: dict[int, tuple[CallBack, Activity]] = {}
     for call in unanswered:

@@ -65,6 +65,11 @@ async def test_the_home_page_shows_what_needs_me_today(store: Store) -> None:
                        external_number_raw="13700137000", disposition=CallDisposition.MISSED,
                        started_at=now - dt.timedelta(minutes=5))  # fmt: skip
         rang_me.segments = [CallSegment(agent_id=wang, extension="801")]
+        zhao_took = Call(pbx="p", uniqueid="7", direction=Direction.INBOUND,
+                         external_number_raw="13300133000", disposition=CallDisposition.ANSWERED,
+                         started_at=now, talk_seconds=55, agent_id=zhao)  # fmt: skip
+        zhao_took.segments = [CallSegment(agent_id=wang, extension="801"),
+                              CallSegment(agent_id=zhao, extension="802")]  # fmt: skip
         mine_by_callback = Call(pbx="p", uniqueid="4", direction=Direction.INBOUND,
                                 external_number_raw="13600136000", external_number_e164="+8613600136000",
                                 disposition=CallDisposition.MISSED, started_at=now - dt.timedelta(minutes=9))  # fmt: skip
@@ -79,7 +84,7 @@ async def test_the_home_page_shows_what_needs_me_today(store: Store) -> None:
                  disposition=CallDisposition.ANSWERED, talk_seconds=99, agent_id=wang,
                  started_at=dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
                  - dt.timedelta(hours=9)),  # yesterday in Shanghai
-            rang_me, mine_by_callback,
+            rang_me, mine_by_callback, zhao_took,
         ])  # fmt: skip
         await session.flush()
         callback_task = await log_activity(
@@ -116,6 +121,7 @@ async def test_the_home_page_shows_what_needs_me_today(store: Store) -> None:
     calls = _section(page, "my-calls")
     talked, missed = calls.split("Missed calls")
     assert "42 s talk" in talked and "7 s talk" not in talked and "99 s talk" not in talked
+    assert "13300133000" not in calls  # it rang me too, but zhao took it
     assert "13700137000" in missed  # it rang me
     assert "13600136000" in missed and "Call-back task" in missed  # its callback is mine
     assert "13900139000" not in page  # rang nobody: an agent does not see it
