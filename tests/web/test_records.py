@@ -10,6 +10,7 @@ import re
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from argon2 import PasswordHasher
 from sqlalchemy import func, select, text
 
 from store.access import access_for
@@ -23,6 +24,14 @@ from web.auth import Viewer
 from web.i18n import Translator
 from web.modules import MODULES
 from web.record_query import filtered
+
+
+@pytest.fixture(autouse=True)
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest: these tests are about records, not the strength of a hash."""
+    monkeypatch.setattr(
+        "store.users._hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    )
 
 
 async def add(store: Store, record: object) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from store.activities import log_activity
@@ -26,6 +28,15 @@ from store.models import (
 from store.pipeline import advance_stage
 from tests.web.browsing import make_user, post_form, sign_in
 from web.app import create_app
+
+
+@pytest.fixture(autouse=True)
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest: these tests are about records, not the strength of a hash."""
+    monkeypatch.setattr(
+        "store.users._hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    )
+
 
 EVIL = """<p>您好，<b>报价</b>见附件。</p><script>alert(document.cookie)</script>
 <img src="https://tracker.example/p.gif" onerror="steal()"><a href="javascript:steal()">x</a>
