@@ -68,6 +68,7 @@ from web.timeline import timeline_entries, timeline_kinds
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
 LOOKUP_SIZE = 20
+BULK_LIMIT = 500  # a page shows 50; more is not a person ticking boxes
 MODULE_PATTERN = "{module:leads|contacts|accounts|opportunities}"
 
 
@@ -217,6 +218,7 @@ async def bulk(request: web.Request) -> web.Response:
     module, viewer = module_of(request, "edit")
     form = await request.post()
     ids = [i for i in (db_int(str(v)) for v in form.getall("id", [])) if i is not None]
+    ids = ids[:BULK_LIMIT]
     action = str(form.get("action", ""))
     model: Any = module.model
     async with records_store(request).session() as session, session.begin():
@@ -245,15 +247,14 @@ async def bulk(request: web.Request) -> web.Response:
                     await tag_record(session, module.record_type, record.id, name)
             else:
                 raise web.HTTPBadRequest(text="unknown action")
-    back = str(form.get("back", ""))
-    raise web.HTTPSeeOther(f"/{module.key}?{back}" if back else f"/{module.key}")
+    raise web.HTTPSeeOther(_list_url(module, str(form.get("back", ""))))
 
 
 async def save_view(request: web.Request) -> web.Response:
     module, viewer = module_of(request)
     form = await request.post()
     name = str(form.get("name", "")).strip()[:120]
-    query = str(form.get("query", ""))[:2000]
+    query = _query_only(str(form.get("query", "")))[:2000]
     if name:
         async with records_store(request).session() as session, session.begin():
             found = await session.scalar(
@@ -266,7 +267,18 @@ async def save_view(request: web.Request) -> web.Response:
                 )
             else:
                 found.query = query
-    raise web.HTTPSeeOther(f"/{module.key}?{query}")
+    raise web.HTTPSeeOther(_list_url(module, query))
+
+
+def _query_only(text: str) -> str:
+    """A list's query string as we would write it: nothing else can ride along into a URL."""
+    pairs = urllib.parse.parse_qsl(text.lstrip("?"), keep_blank_values=False)
+    return urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ("after", "before")])
+
+
+def _list_url(module: Module, query: str) -> str:
+    kept = _query_only(query)
+    return f"/{module.key}?{kept}" if kept else f"/{module.key}"
 
 
 async def delete_view(request: web.Request) -> web.Response:

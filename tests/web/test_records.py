@@ -199,6 +199,24 @@ async def test_saved_views_and_tags(store: Store) -> None:
             client, "/leads/bulk", csrf, {"id": str(lead), "action": "tag", "tag": "VIP"}
         )
         assert "<span>VIP</span>" in await (await client.get(f"/leads/{lead}")).text()
+        # A view keeps the list's query and nothing else; a colleague cannot delete it.
+        saved = await post_form(client, "/leads/views", csrf,
+                                {"name": "new", "query": "status=new&after=abc\r\nX: y"},
+                                allow_redirects=False)  # fmt: skip
+        assert saved.headers["Location"] == "/leads?status=new"
+        listed = await (await client.get("/leads")).text()
+        view_ids = re.findall(r'action="/leads/views/(\d+)/delete"', listed)
+        assert len(view_ids) == 2
+    await make_user(store, "zhao", "manager")
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "zhao")
+        for view_id in view_ids:
+            await post_form(client, f"/leads/views/{view_id}/delete", csrf)
+    async with TestClient(TestServer(create_app(store))) as client:
+        csrf = await sign_in(client, "wang")
+        await post_form(client, f"/leads/views/{view_ids[0]}/delete", csrf)
+        page = await (await client.get("/leads")).text()
+        assert len(re.findall(r'action="/leads/views/\d+/delete"', page)) == 1
 
 
 async def test_the_record_pages_speak_chinese(store: Store) -> None:
