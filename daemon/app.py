@@ -12,17 +12,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from asterisk.client import AmiSettings
 from asterisk.service import PbxService, PhoneSettings
+from daemon.admin_services import admin_services
 from daemon.calls_cli import plan_of
 from daemon.config import Config, PbxConfig
+from daemon.connections import ami_settings, mailbox_settings, relay_settings
 from daemon.heap import settle_after_start
 from daemon.http import add_health_routes
 from daemon.listeners import HttpListener
 from daemon.metrics import Metrics
 from daemon.sdnotify import Notifier
 from daemon.supervisor import STAGE_LISTENERS, Supervisor
-from scanner.imap import ImapScanner, MailboxSettings
+from scanner.imap import ImapScanner
 from scanner.pipeline import MailPipeline, PipelineSettings
 from scanner.processor import MailProcessor
 from scanner.reading import default_workers
@@ -34,7 +35,7 @@ from tracking import listener as tracking_listener
 from tracking.compose import Sender
 from tracking.hit_pipe import hit_queue_for
 from tracking.mail_api import OutboxApi
-from tracking.outbox import OutboxSender, RelaySettings
+from tracking.outbox import OutboxSender
 from tracking.tokens import TokenSigner
 from web import app as web_app
 from web.phone import PhoneConfig
@@ -92,19 +93,13 @@ def pipeline_settings(config: Config) -> PipelineSettings:
 
 def phone_settings(pbx: PbxConfig) -> PhoneSettings:
     """One ``[[asterisk.pbx]]`` as the phone service's settings."""
-    return PhoneSettings(
-        plan=plan_of(pbx),
-        ami=AmiSettings(
-            name=pbx.name, host=pbx.host, port=pbx.port, username=pbx.username,
-            secret=pbx.secret.reveal() if pbx.secret else "",
-            tls=pbx.security == "tls", ca_file=str(pbx.ca_file) if pbx.ca_file else None,
-        ),
-        dial_context=pbx.dial_context,
-    )  # fmt: skip
+    return PhoneSettings(plan=plan_of(pbx), ami=ami_settings(pbx), dial_context=pbx.dial_context)
 
 
 def build_services(config: Config, store: Store, supervisor: Supervisor, metrics: Metrics) -> None:
     """Register every service with the supervisor; unconfigured peers are shown as disabled."""
+
+    pipeline = MailPipeline(store, pipeline_settings(config))
 
     def make_web() -> web.Application:
         phone = PhoneConfig(
@@ -120,7 +115,10 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
             else None
         )
         public = config.web.public_url or ""
-        app = web_app.create_app(store, phone, mail, secure_cookies=public.startswith("https:"))
+        admin = admin_services(config, supervisor, pipeline)
+        app = web_app.create_app(
+            store, phone, mail, admin, secure_cookies=public.startswith("https:")
+        )
         add_health_routes(app, supervisor, metrics)
         return app
 
@@ -153,33 +151,13 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add(SmtpIngress(store, settings), STAGE_LISTENERS)
     else:
         supervisor.add_disabled("smtp-ingress", "disabled by [smtp_ingress] enabled = false")
-    supervisor.add(MailProcessor(MailPipeline(store, pipeline_settings(config))))
+    supervisor.add(MailProcessor(pipeline))
     # The services below arrive with their issues; until configured they say why they are off.
     if not config.imap.mailboxes:
         supervisor.add_disabled("imap", "not configured: no [[imap.mailboxes]]")
     else:
         for mailbox in config.imap.mailboxes:
-            supervisor.add(
-                ImapScanner(
-                    store,
-                    MailboxSettings(
-                        name=mailbox.name,
-                        host=mailbox.host,
-                        port=mailbox.port,
-                        username=mailbox.username,
-                        password=mailbox.password.reveal() if mailbox.password else "",
-                        auth=mailbox.auth,
-                        token_command=mailbox.oauth2_token_command,
-                        token_file=str(mailbox.oauth2_token_file)
-                        if mailbox.oauth2_token_file
-                        else None,
-                        security=mailbox.security,
-                        folders=tuple(mailbox.folders),
-                        first_sync=mailbox.first_sync,
-                        max_message_size=config.smtp_ingress.max_message_size,
-                    ),
-                )
-            )
+            supervisor.add(ImapScanner(store, mailbox_settings(config, mailbox)))
     if not config.asterisk.pbx:
         supervisor.add_disabled("asterisk", "not configured: no [[asterisk.pbx]]")
     else:
@@ -192,17 +170,12 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         supervisor.add(
             OutboxSender(
                 store,
-                RelaySettings(
-                    host=relay.host or "", port=relay.port, security=relay.security,
-                    username=relay.username,
-                    password=relay.password.reveal() if relay.password else None,
-                    ca_file=str(relay.ca_file) if relay.ca_file else None,
-                ),
+                relay_settings(relay),
                 Sender(address=relay.from_address or "", name=relay.from_name),
                 signer,
                 config.tracking.base_url,
             )
-        )  # fmt: skip
+        )
 
 
 async def _announce_admin(config: Config, store: Store) -> None:

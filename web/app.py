@@ -14,6 +14,8 @@ from aiohttp import web
 
 from store.context import correlated
 from store.db import Store
+from web.admin import add_admin_routes
+from web.admin_base import AdminServices
 from web.api import MailApi, add_api_routes, bearer_auth
 from web.api_records import add_records_api_routes
 from web.auth import add_auth_routes, session_auth
@@ -77,6 +79,7 @@ def create_app(
     store: Store,
     phone: PhoneConfig | None = None,
     mail: MailApi | None = None,
+    admin: AdminServices | None = None,
     *,
     secure_cookies: bool = False,
 ) -> web.Application:
@@ -97,6 +100,7 @@ def create_app(
     add_timeline_routes(app, store)
     add_pipeline_routes(app, store)
     add_settings_routes(app, store)
+    add_admin_routes(app, store, admin)
     # Without a configured secret, links signed by this process are valid in it only.
     add_phone_routes(app, store, phone or PhoneConfig(secret=secrets.token_bytes(32)))
     add_api_routes(app, store, mail)
