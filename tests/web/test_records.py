@@ -220,11 +220,18 @@ async def test_saved_views_and_tags(store: Store) -> None:
 
 
 async def test_the_record_pages_speak_chinese(store: Store) -> None:
-    await make_user(store, "li", "agent", locale="zh_CN")
+    uid = await make_user(store, "li", "agent", locale="zh_CN")
+    lead = await add(store, Lead(last_name="王", status="qualified", owner_id=uid))
     async with TestClient(TestServer(create_app(store))) as client:
-        await sign_in(client, "li")
+        csrf = await sign_in(client, "li")
         page = await (await client.get("/leads/new")).text()
         assert "姓" in page and "保存" in page and "新建" in page
+        bad = await (await post_form(client, "/leads/new", csrf, {"status": "new"})).text()
+        assert "此项必填。" in bad
+        listed = await (await client.get("/leads")).text()
+        assert "<h1>线索</h1>" in listed and "搜索" in listed and ">合格<" in listed
+        detail = await (await client.get(f"/leads/{lead}")).text()
+        assert "沟通记录" in detail and "添加备注" in detail and "Timeline" not in detail
 
 
 async def test_a_chinese_full_name_finds_surname_and_given_name(store: Store) -> None:
