@@ -27,3 +27,6 @@ async def test_switching_to_chinese_and_bad_values_beside_their_fields(store: St
         assert good.status == 200
         page = await good.text()
         assert "已保存。" in page and "线索" in page and "王伟" in page
+        assert 'href="/password"' in page and 'href="/settings"' in page
+        home = await (await client.get("/")).text()
+        assert '<html lang="zh-CN">' in home and "退出" in home
