@@ -63,7 +63,7 @@ async def _account_with_history(store: Store, owner: int) -> tuple[int, int]:
         call = Call(pbx="pbx1", uniqueid="1700000000.1", direction=Direction.INBOUND,
                     external_number_raw="13800138000", disposition=CallDisposition.ANSWERED,
                     started_at=dt.datetime(2026, 11, 21, 3, 0, tzinfo=dt.UTC), talk_seconds=95.0,
-                    agent_id=owner)  # fmt: skip
+                    agent_id=owner, recording="2026/11/21/in-1700000000.1.wav")  # fmt: skip
         session.add(call)
         await session.flush()
         await log_activity(session, kind=ActivityKind.CALL, subject="来电 13800138000",
@@ -83,6 +83,7 @@ async def test_an_accounts_timeline_shows_its_mail_in_a_sandbox_and_its_calls(st
         assert f'<iframe sandbox src="/emails/{email_id}/body"' in page
         assert "alert(document.cookie)" not in page
         assert "通话" not in page and "95 s talk" in page and 'data-dial="13800138000"' in page
+        assert '<audio controls preload="none" src="/recordings/' in page  # a signed link
         body = await client.get(f"/emails/{email_id}/body")
         assert body.headers["Content-Security-Policy"].startswith("sandbox")
         html = await body.text()
