@@ -13,7 +13,7 @@ from store.activities import copy_links
 from store.audit import record_action
 from store.base import utcnow
 from store.errors import NotFound, ValidationError
-from store.identity import index_record
+from store.identity import index_record, lookup_email, lookup_phone
 from store.models.crm import AccountContact, Contact, Lead, LeadStatus, Opportunity
 from store.models.identity import EmailIdentity, PhoneIdentity
 from store.records import acting_as, copy_tags, move_identities
@@ -69,6 +69,31 @@ async def find_duplicates(
             reason = f"{label} {value}"
             if reason not in match.reasons:
                 match.reasons.append(reason)
+    live = {
+        rt: await _live_ids(session, rt, {rid for (t, rid) in matches if t == rt})
+        for rt in PERSON_TYPES
+    }
+    return [m for (rt, rid), m in sorted(matches.items()) if rid in live[rt]]
+
+
+async def find_known(
+    session: AsyncSession, *, email: str | None = None, phones: Sequence[str] = ()
+) -> list[DuplicateMatch]:
+    """Live leads and contacts that have this address or one of these numbers.
+
+    ``find_duplicates`` before a record exists: for something about to be made
+    (a web form's lead), on the same identity index and keys.
+    """
+    matches: dict[tuple[str, int], DuplicateMatch] = {}
+    found = await lookup_email(session, email, list(PERSON_TYPES)) if email else []
+    for number in phones:
+        found += await lookup_phone(session, number, record_types=list(PERSON_TYPES))
+    for hit in found:
+        match = matches.setdefault((hit.record_type, hit.record_id),
+                                   DuplicateMatch(hit.record_type, hit.record_id))  # fmt: skip
+        label = "email" if "@" in hit.via else "phone"
+        if f"{label} {hit.via}" not in match.reasons:
+            match.reasons.append(f"{label} {hit.via}")
     live = {
         rt: await _live_ids(session, rt, {rid for (t, rid) in matches if t == rt})
         for rt in PERSON_TYPES

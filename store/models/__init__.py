@@ -2,7 +2,16 @@
 
 from store.base import Base
 from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
-from store.models.admin import ApiToken, RecordScope, Role, SavedView, Team, User, WebSession
+from store.models.admin import (
+    ApiToken,
+    RecordScope,
+    Role,
+    SavedView,
+    Team,
+    User,
+    WebForm,
+    WebSession,
+)
 from store.models.comms import (
     Attachment,
     Blob,
@@ -108,5 +117,6 @@ __all__ = [
     "TrackingHit",
     "TrackingHitBatch",
     "User",
+    "WebForm",
     "WebSession",
 ]

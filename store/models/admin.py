@@ -121,6 +121,28 @@ class ApiToken(IdMixin, TimestampMixin, Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
+class WebForm(IdMixin, TimestampMixin, Base):
+    """A company web site's lead form: its key (SHA-256 only), where its leads go, who may post.
+
+    Not an ``ApiToken``: a form's key sits in public HTML, so it must grant
+    nothing but posting leads through this one form.
+    """
+
+    __tablename__ = "web_forms"
+
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # Who the form's leads belong to (their team follows); None leaves them unassigned.
+    owner_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # Sites whose pages may post from a browser (CORS, Origin); ["https://www.example.cn"].
+    allowed_origins: Mapped[list[str]] = mapped_column(default=list)
+    thank_you_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
 class WebSession(Base):
     """A signed-in browser: the cookie holds a random id, only its SHA-256 is kept here.
 
