@@ -7,7 +7,9 @@ the token never travels in the URL).  From then on the socket receives the phone
 that user only: ``CallRinging`` (the number at once), ``CallerIdentified``
 (the caller's card), ``CallRingEnded``, ``CallAnswered`` and ``CallEnded``.  It may send
 ``{"type": "dial", "number": ..., "origin": "contact:12"}``, which becomes a
-``DialRequested`` on the bus for the PBX side (which checks the user may call),
+``DialRequested`` on the bus for the PBX side (which checks the user may call);
+the socket then hears ``DialStarted`` or ``DialFailed`` (without the reason,
+which is the server's, for its log) for that request,
 and ``{"type": "link", "call": ..., "record": "lead:5"}`` when the agent made a
 record from the pop, so the call is filed on it too.
 
@@ -36,7 +38,9 @@ from web.auth import AUTH_STORE_KEY, browser_user
 
 log = logging.getLogger(__name__)
 
-PHONE_EVENTS = ("CallRinging", "CallerIdentified", "CallRingEnded", "CallAnswered", "CallEnded")
+PHONE_EVENTS = ("CallRinging", "CallerIdentified", "CallRingEnded", "CallAnswered", "CallEnded",
+                "DialStarted")  # fmt: skip
+DIAL_FAILED = "DialFailed"  # carries the request, not the user: matched by this socket's requests
 AUTH_TIMEOUT_S = 10.0
 RECORDING_PURPOSE = "recording"
 RECORDING_TTL_S = 3600.0
@@ -95,13 +99,17 @@ async def phone_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json({"type": "error", "reason": "authentication failed"})
         await ws.close(code=4401)
         return ws
-    sub = store.bus.subscribe(*PHONE_EVENTS, BUS_RECONNECTED)
+    sub = store.bus.subscribe(*PHONE_EVENTS, DIAL_FAILED, BUS_RECONNECTED)
     await ws.send_json({"type": "ready", "user_id": user_id})
+    requested: set[str] = set()  # dial requests made on this socket
 
     async def forward() -> None:
         async for event in sub:
             if event.type == BUS_RECONNECTED:
                 await ws.send_json({"type": "resync"})
+            elif event.type == DIAL_FAILED:
+                if event.data.get("request") in requested:
+                    await ws.send_json({"type": DIAL_FAILED, "request": event.data["request"]})
             elif event.data.get("user_id") == user_id:
                 await ws.send_str(
                     json.dumps({"type": event.type, **event.data}, ensure_ascii=False)
@@ -112,7 +120,7 @@ async def phone_socket(request: web.Request) -> web.WebSocketResponse:
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
                 continue
-            await _client_message(store, ws, user_id, frame.data)
+            await _client_message(store, ws, user_id, frame.data, requested)
     finally:
         pushing.cancel()
         sub.close()
@@ -120,7 +128,9 @@ async def phone_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _client_message(store: Store, ws: web.WebSocketResponse, user_id: int, text: str) -> None:
+async def _client_message(
+    store: Store, ws: web.WebSocketResponse, user_id: int, text: str, requested: set[str]
+) -> None:
     try:
         message = json.loads(text)
     except ValueError:
@@ -139,18 +149,21 @@ async def _client_message(store: Store, ws: web.WebSocketResponse, user_id: int,
         return
     origin = message.get("origin")
     pbx = message.get("pbx")
-    request = await request_dial(
+    request = uuid.uuid4().hex
+    requested.add(request)  # before the PBX side can answer it
+    await request_dial(
         store, user_id, number, origin if isinstance(origin, str) else None,
-        pbx if isinstance(pbx, str) else None,
+        pbx if isinstance(pbx, str) else None, request=request,
     )  # fmt: skip
     await ws.send_json({"type": "dialling", "request": request})
 
 
 async def request_dial(
-    store: Store, user_id: int, number: str, origin: str | None, pbx: str | None
-) -> str:
+    store: Store, user_id: int, number: str, origin: str | None, pbx: str | None,
+    request: str | None = None,
+) -> str:  # fmt: skip
     """Ask the phone side to call ``number`` for ``user_id`` (it checks they may); its id."""
-    request = uuid.uuid4().hex
+    request = request or uuid.uuid4().hex
     await store.bus.publish(
         "DialRequested", request=request, user_id=user_id, number=number, origin=origin, pbx=pbx
     )

@@ -166,3 +166,48 @@ async def test_a_signed_in_browser_of_this_site_is_known_by_its_session(store: S
         said = await foreign.receive_json(timeout=2)
         assert said == {"type": "error", "reason": "authentication failed"}
         await foreign.close()
+        # No Origin at all (not a browser): the cookie is not enough either.
+        bare = await client.ws_connect("/ws/phone")
+        await bare.send_json({"type": "auth", "token": "rpt_forged"})
+        assert (await bare.receive_json(timeout=2))["type"] == "error"
+        await bare.close()
+        # Same host, another port: another origin.
+        other_port = f"http://{client.host}:{client.port + 1}"
+        aside = await client.ws_connect("/ws/phone", origin=other_port)
+        await aside.send_json({"type": "auth", "token": "rpt_forged"})
+        assert (await aside.receive_json(timeout=2))["type"] == "error"
+        await aside.close()
+
+
+async def test_a_dial_hears_back_on_the_socket_that_asked_only(store: Store) -> None:
+    users = await _tokens(store, "dan", "eve")
+    async with TestClient(TestServer(create_app(store, PhoneConfig(SECRET)))) as client:
+        sockets = {}
+        for name, (_, token) in users.items():
+            ws = await client.ws_connect("/ws/phone")
+            await ws.send_json({"type": "auth", "token": token})
+            assert (await ws.receive_json(timeout=2))["type"] == "ready"
+            sockets[name] = ws
+        dan_id = users["dan"][0]
+        async with store.bus.subscribe("DialRequested") as requests:
+            await sockets["dan"].send_json({"type": "dial", "number": "13800138000"})
+            asked = await asyncio.wait_for(requests.get(), 2)
+            await sockets["dan"].send_json({"type": "dial", "number": "10086"})
+            second = await asyncio.wait_for(requests.get(), 2)
+        first = await sockets["dan"].receive_json(timeout=2)
+        assert first == {"type": "dialling", "request": asked.data["request"]}
+        assert (await sockets["dan"].receive_json(timeout=2))["type"] == "dialling"
+        # The PBX side answers each request; the reason is for the server's log only.
+        await store.bus.publish("DialFailed", request=asked.data["request"],
+                                reason="user 1 may not place calls")  # fmt: skip
+        await store.bus.publish("DialStarted", request=second.data["request"], user_id=dan_id,
+                                channel_id="rapport-1", number="10086", origin=None)  # fmt: skip
+        failed = await sockets["dan"].receive_json(timeout=2)
+        assert failed == {"type": "DialFailed", "request": asked.data["request"]}
+        started = await sockets["dan"].receive_json(timeout=2)
+        assert (started["type"], started["channel_id"]) == ("DialStarted", "rapport-1")
+        # Eve asked nothing: her socket stays quiet through both.
+        await store.bus.publish("CallRinging", user_id=users["eve"][0], call="3.1", number="1")
+        assert (await sockets["eve"].receive_json(timeout=2))["type"] == "CallRinging"
+        for ws in sockets.values():
+            await ws.close()

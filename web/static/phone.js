@@ -1,14 +1,29 @@
 // The phone in the browser: the screen-pop panel and click-to-dial, over /ws/phone.
-// Everything shown is built with textContent: nothing from a caller is parsed as HTML.
+// The socket is known by the session cookie (same origin). Everything shown is built
+// with textContent and attributes: nothing a caller or a record holds is parsed as HTML.
+// The panel's words come translated from base.html (<template id="phone-words">).
 "use strict";
 (function () {
   const panel = document.getElementById("phone-panel");
+  if (!panel) return;
   const words = (document.getElementById("phone-words") || {}).dataset || {};
   const canDial = document.body.dataset.canDial === "yes";
-  if (!panel) return;
+  const lang = document.documentElement.lang || undefined;
+  const PAGES = { lead: "leads", contact: "contacts", account: "accounts", opportunity: "opportunities" };
+  const FIRST_RETRY_MS = 1000;
+  const LAST_RETRY_MS = 30000;
+  const SIGNED_OUT = 4401; // the server's close code when it does not know us: retrying won't help
   let socket = null;
-  let delay = 1000;
+  let delay = FIRST_RETRY_MS;
   let current = null; // the call the panel shows
+  let dismissed = null; // the call whose panel the user closed: its card does not reopen it
+  let said = "";
+  let ring = {}; // the ring's facts (DID, queue): the card that follows does not repeat them // what the panel last said about that call (answered, ended…)
+  const phone = (window.rapport = window.rapport || {});
+  phone.phoneReady = false;
+  phone.phoneSocket = () => socket;
+
+  function word(key, fallback) { return words[key] || fallback; }
 
   function el(tag, text, attrs) {
     const node = document.createElement(tag);
@@ -17,111 +32,161 @@
     return node;
   }
 
+  function recordHref(ref) {
+    const [kind, id] = String(ref).split(":");
+    return PAGES[kind] && /^\d+$/.test(id || "") ? "/" + PAGES[kind] + "/" + id : null;
+  }
+
+  function link(text, href) {
+    return href ? el("a", text, { href }) : el("span", text);
+  }
+
   function show(children) {
-    const close = el("button", "×", { type: "button", class: "close", "aria-label": words.close || "Close" });
-    close.addEventListener("click", () => { panel.hidden = true; current = null; });
+    const close = el("button", "×", { type: "button", class: "close", "aria-label": word("close", "Close") });
+    close.addEventListener("click", () => { panel.hidden = true; dismissed = current; current = null; });
     panel.replaceChildren(close, ...children);
     panel.hidden = false;
   }
 
   function status(text) {
+    said = text;
     let line = panel.querySelector(".status");
-    if (!line) { line = el("p", "", { class: "status muted" }); panel.appendChild(line); }
+    if (!line) { line = el("p", "", { class: "status muted", role: "status" }); panel.appendChild(line); }
     line.textContent = text;
+  }
+
+  function heading(event) {
+    return el("h2", word("ringing", "Incoming call") + ": " + (event.number || word("withheld", "withheld number")));
+  }
+
+  function where(event) {
+    const parts = [];
+    if (event.did) parts.push(word("did", "Dialled") + " " + event.did);
+    if (event.queue) parts.push(word("queue", "Queue") + " " + event.queue);
+    return parts.length ? [el("p", parts.join(" · "), { class: "muted" })] : [];
   }
 
   function ringing(event) {
     current = event.call;
-    const head = el("h2", (words.ringing || "Incoming call") + ": " + (event.number || "?"));
-    const parts = [head];
-    const where = [event.did && (words.did || "Dialled") + " " + event.did, event.queue && (words.queue || "Queue") + " " + event.queue].filter(Boolean);
-    if (where.length) parts.push(el("p", where.join(" · "), { class: "muted" }));
-    const list = el("ul", null, { class: "matches" });
+    said = "";
+    ring = event;
+    const parts = [heading(event), ...where(event)];
+    // The records the number belongs to, as ids, until the card arrives a moment later.
+    const known = el("ul", null, { class: "matches" });
     for (const ref of event.records || []) {
-      const [kind, id] = ref.split(":");
+      const [kind, id] = String(ref).split(":");
       const li = el("li");
-      li.appendChild(el("a", ref, { href: "/" + plural(kind) + "/" + id }));
-      list.appendChild(li);
+      li.appendChild(link(word(kind, kind) + " " + id, recordHref(ref)));
+      known.appendChild(li);
     }
-    parts.push(list, el("p", words.looking || "Looking up…", { class: "status muted" }));
+    if (known.childElementCount) parts.push(known);
+    parts.push(el("p", word("looking", "Looking up…"), { class: "status muted", role: "status" }));
     show(parts);
   }
 
-  function plural(kind) {
-    return { lead: "leads", contact: "contacts", account: "accounts", opportunity: "opportunities" }[kind] || kind + "s";
+  function list(title, items) {
+    const ul = el("ul");
+    for (const item of items) { const li = el("li"); li.append(...item); ul.appendChild(li); }
+    return [el("h4", title), ul];
+  }
+
+  function card(match) {
+    const box = el("section", null, { class: "card caller" });
+    const title = el("h3");
+    title.appendChild(link(match.name || match.record, recordHref(match.record)));
+    box.appendChild(title);
+    if (match.account) {
+      const line = el("p");
+      line.appendChild(link(match.account.name, recordHref("account:" + match.account.id)));
+      box.appendChild(line);
+    }
+    if (match.owner) box.appendChild(el("p", word("owner", "Owner") + ": " + match.owner, { class: "muted" }));
+    const deals = (match.opportunities || []).map((o) => {
+      const facts = [o.stage, o.amount && o.amount + " " + (o.currency || "")].filter(Boolean);
+      return [link(o.name, recordHref("opportunity:" + o.id)), el("span", facts.length ? " · " + facts.join(" · ") : "", { class: "muted" })];
+    });
+    if (deals.length) box.append(...list(word("deals", "Open deals"), deals));
+    const tasks = (match.tasks || []).map((task) => [el("span", task.subject || task.name || "")]);
+    if (tasks.length) box.append(...list(word("tasks", "Open tasks"), tasks));
+    // The card's activities carry no ids: each links to the record's timeline.
+    const recent = (match.activities || []).map((a) => {
+      const day = a.at ? new Date(a.at).toLocaleDateString(lang) + " " : "";
+      return [el("span", day, { class: "muted" }), link(a.subject, recordHref(match.record))];
+    });
+    if (recent.length) box.append(...list(word("recent", "Recent"), recent));
+    return box;
   }
 
   function identified(event) {
-    if (current !== null && event.call !== current) return;
+    if (current !== null && event.call !== current) return; // the panel shows another call
+    if (event.call === dismissed) return;
     current = event.call;
-    const parts = [el("h2", (words.ringing || "Incoming call") + ": " + (event.number || "?"))];
+    const facts = ring.call === event.call ? Object.assign({}, ring, event) : event;
+    const parts = [heading(facts), ...where(facts)];
     if (event.unknown) {
-      parts.push(el("p", words.unknown || "Unknown caller"));
+      parts.push(el("p", word("unknown", "Unknown caller")));
+      const number = encodeURIComponent((event.create && event.create.phone) || event.number || "");
       const actions = el("p", null, { class: "toolbar" });
-      const phone = encodeURIComponent((event.create && event.create.phone) || event.number || "");
-      actions.appendChild(el("a", words.newLead || "New lead", { class: "button", href: "/leads/new?phone=" + phone }));
-      actions.appendChild(el("a", words.newContact || "New contact", { class: "button", href: "/contacts/new?phone=" + phone }));
+      actions.append(
+        el("a", word("newLead", "New lead"), { class: "button", href: "/leads/new?phone=" + number }),
+        el("a", word("newContact", "New contact"), { class: "button", href: "/contacts/new?phone=" + number }),
+      );
       parts.push(actions);
     }
-    for (const match of event.matches || []) {
-      const [kind, id] = String(match.record).split(":");
-      const card = el("section", null, { class: "card caller" });
-      const title = el("h3");
-      title.appendChild(el("a", match.name || match.record, { href: "/" + plural(kind) + "/" + id }));
-      card.appendChild(title);
-      if (match.account) card.appendChild(el("p", match.account.name));
-      if (match.owner) card.appendChild(el("p", (words.owner || "Owner") + ": " + match.owner, { class: "muted" }));
-      if ((match.opportunities || []).length) {
-        const deals = el("ul");
-        for (const o of match.opportunities) deals.appendChild(el("li", o.name + (o.stage ? " · " + o.stage : "") + (o.amount ? " · " + o.amount + " " + (o.currency || "") : "")));
-        card.append(el("h4", words.deals || "Open deals"), deals);
-      }
-      if ((match.activities || []).length) {
-        const recent = el("ul");
-        for (const a of match.activities) recent.appendChild(el("li", a.at.slice(0, 10) + " " + a.subject));
-        card.append(el("h4", words.recent || "Recent"), recent);
-      }
-      parts.push(card);
-    }
+    for (const match of event.matches || []) parts.push(card(match));
+    // An answer may come before the card: what was said about the call stays.
+    parts.push(el("p", said, { class: "status muted", role: "status" }));
     show(parts);
   }
 
   function onEvent(event) {
+    const mine = event.call !== undefined && event.call === current;
     switch (event.type) {
+      case "ready": phone.phoneReady = true; break;
       case "CallRinging": ringing(event); break;
       case "CallerIdentified": identified(event); break;
-      case "CallAnswered": if (event.call === current) status(words.answered || "Answered"); break;
-      case "CallRingEnded": if (event.call === current) status(words.ringEnded || "Stopped ringing"); break;
-      case "CallEnded": if (event.call === current) status(words.ended || "Call ended"); break;
-      case "dialling": status(words.dialling || "Dialling…"); break;
-      case "DialFailed": case "error": if (!panel.hidden) status(event.reason || ""); break;
+      case "CallAnswered": if (mine) status(word("answered", "Answered")); break;
+      case "CallRingEnded": if (mine) status(word("ringEnded", "Stopped ringing")); break;
+      case "CallEnded": if (mine) status(word("ended", "Call ended")); break;
+      case "DialStarted": status(word("dialStarted", "Your phone rings: pick it up to call.")); break;
+      case "DialFailed": status(word("dialFailed", "The call could not be placed.")); break;
+      case "error": if (!panel.hidden) status(word("dialFailed", "The call could not be placed.")); break;
     }
   }
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     socket = new WebSocket(scheme + "//" + location.host + "/ws/phone");
-    socket.addEventListener("open", () => { delay = 1000; });
+    socket.addEventListener("open", () => { delay = FIRST_RETRY_MS; });
     socket.addEventListener("message", (m) => {
-      try { onEvent(JSON.parse(m.data)); } catch (e) { /* a frame we cannot read: skip it */ }
+      let event;
+      try { event = JSON.parse(m.data); } catch (e) { return; } // a frame we cannot read
+      onEvent(event);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (e) => {
       socket = null;
+      phone.phoneReady = false;
+      if (e.code === SIGNED_OUT) return; // signed out elsewhere: the next page asks to sign in
+      // Exponential backoff with jitter, so a restarted server is not met by every tab at once.
       setTimeout(connect, delay + Math.random() * delay);
-      delay = Math.min(delay * 2, 30000);
+      delay = Math.min(delay * 2, LAST_RETRY_MS);
     });
   }
 
+  // Click-to-dial: a number with data-dial rings the agent's phone, then the customer.
+  // Without the right to dial, or without a live socket, the tel: link does its usual thing.
   document.addEventListener("click", (e) => {
-    const link = e.target.closest("[data-dial]");
-    if (!link || !canDial || !socket || socket.readyState !== WebSocket.OPEN) return; // tel: link
+    const target = e.target instanceof Element ? e.target.closest("[data-dial]") : null;
+    if (!target || !canDial || !socket || socket.readyState !== WebSocket.OPEN || !phone.phoneReady) return;
     e.preventDefault();
-    const origin = link.dataset.recordType ? link.dataset.recordType + ":" + link.dataset.recordId : null;
-    socket.send(JSON.stringify({ type: "dial", number: link.dataset.dial, origin }));
-    show([el("h2", (words.calling || "Calling") + " " + link.dataset.dial), el("p", words.dialling || "Dialling…", { class: "status muted" })]);
+    const number = target.dataset.dial;
+    const kind = target.dataset.recordType;
+    const origin = kind && target.dataset.recordId ? kind + ":" + target.dataset.recordId : null;
+    socket.send(JSON.stringify({ type: "dial", number, origin }));
+    current = null;
+    said = "";
+    show([el("h2", word("calling", "Calling") + " " + number), el("p", word("dialling", "Dialling…"), { class: "status muted", role: "status" })]);
   });
 
   connect();
-  window.rapport = window.rapport || {};
-  window.rapport.phoneSocket = () => socket;
 })();
