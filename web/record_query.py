@@ -29,6 +29,7 @@ RECORDS_STORE_KEY = web.AppKey("records_store", Store)
 
 
 def module_of(request: web.Request, action: str = "view") -> tuple[Module, Viewer]:
+    """The URL's module and the viewer, who must have ``action`` on it (else 403)."""
     module = MODULES[request.match_info["module"]]
     viewer = request[VIEWER]
     if not viewer.access.can(module.key, action):
@@ -37,6 +38,7 @@ def module_of(request: web.Request, action: str = "view") -> tuple[Module, Viewe
 
 
 def records_store(request: web.Request) -> Store:
+    """The store the record pages were registered with."""
     return request.app[RECORDS_STORE_KEY]
 
 
@@ -54,6 +56,7 @@ async def load_visible(
 
 
 async def user_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+    """Display names (else user names) of users by id."""
     rows = await session.execute(
         select(User.id, User.display_name, User.username).where(User.id.in_(sorted(ids)))
     )
@@ -73,6 +76,7 @@ async def assignable(session: AsyncSession, viewer: Viewer) -> list[tuple[int, s
 
 
 def _cursor(value: Any, record_id: int) -> str:
+    """A keyset cursor for a URL: the edge row's sort value and id, base64 of JSON."""
     if isinstance(value, dt.datetime):
         value = {"t": value.isoformat()}
     raw = json.dumps([value, record_id], ensure_ascii=False).encode()
