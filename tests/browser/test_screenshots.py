@@ -1,0 +1,55 @@
+"""Each main page at desktop and phone width: a screenshot for people, no sideways scrolling.
+
+The pictures land in ``test-artifacts/screenshots/<page>-<width>.png``; nothing
+compares them.  What is checked: every page answers, has its heading, and at
+390 px nothing runs off the side (wide tables scroll inside their own box).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import WIDTHS, World, screenshot
+
+# (name, path) of the pages a user spends their day on; ids filled from the seeded store.
+PAGES = [
+    ("home", "/"),
+    ("leads", "/leads"),
+    ("lead", "/leads/{lead}"),
+    ("contacts", "/contacts"),
+    ("contact", "/contacts/{contact}"),
+    ("accounts", "/accounts"),
+    ("account", "/accounts/{account}"),
+    ("opportunities", "/opportunities"),
+    ("opportunity", "/opportunities/{deal}"),
+    ("pipeline", "/pipeline"),
+    ("funnel", "/pipeline/funnel"),
+    ("admin", "/admin"),
+    ("admin-users", "/admin/users"),
+    ("admin-stages", "/admin/stages"),
+    ("settings", "/settings"),
+]
+
+
+@pytest.mark.parametrize("width", sorted(WIDTHS))
+async def test_each_main_page_at_each_width(world: World, width: str) -> None:
+    pixels = WIDTHS[width]
+    page = await world.page(None, width=pixels)
+    await page.goto(f"{world.base}/login")
+    await screenshot(page, f"login-{width}")
+    await page.context.close()
+
+    page = await world.page("admin", width=pixels)
+    too_wide = {}
+    for name, path in PAGES:
+        response = await page.goto(world.base + path.format(**world.ids))
+        assert response is not None and response.status == 200, f"{path}: {response}"
+        await page.locator("main h1").first.wait_for()
+        await screenshot(page, f"{name}-{width}")
+        overflow = await page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth"
+        )
+        if overflow > 1:
+            too_wide[name] = overflow
+    assert not too_wide, f"pages wider than a {pixels} px screen (px too wide): {too_wide}"
+    await page.context.close()
