@@ -241,6 +241,12 @@ extensions = {{ {extensions} }}
     return path
 
 
+def _daemon_env() -> dict[str, str]:
+    """This environment without RAPPORT_* overrides: the daemon reads only the test's config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
 async def _wait_until_serving(base: str, ami: AmiTraceServer, daemon: Any, logs: Path) -> None:
     """Until the UI answers and the phone service has taken the PBX's channel list."""
     deadline = asyncio.get_running_loop().time() + DAEMON_START_S
@@ -281,7 +287,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             daemon = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "daemon", "--config", str(config), "run",
                 cwd=ROOT, stdout=log_file, stderr=log_file,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=_daemon_env(),
             )  # fmt: skip
         try:
             browser = await pw.chromium.launch(
