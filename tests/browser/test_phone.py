@@ -90,6 +90,9 @@ async def test_a_phone_number_dials_through_the_pbx(world: World) -> None:
     # The agent's own phone rings first; then the PBX calls the customer.
     assert originate["Channel"] == "Local/1001@from-internal"
     assert originate["Exten"] == "13812345678"
+    # The call is tied to the record it was dialled from.
+    sent = [a for a in world.ami.actions if ("Action", "Originate") in a][-1]
+    assert ("Variable", f"RAPPORT_ORIGIN=contact:{world.ids['contact']}") in sent
     assert page.url.endswith(f"/contacts/{world.ids['contact']}")  # the tel: link was not followed
     await panel.locator(".status", has_text="Your phone rings").wait_for()
     await page.context.close()
