@@ -17,8 +17,9 @@
   let delay = FIRST_RETRY_MS;
   let current = null; // the call the panel shows
   let dismissed = null; // the call whose panel the user closed: its card does not reopen it
-  let said = "";
-  let ring = {}; // the ring's facts (DID, queue): the card that follows does not repeat them // what the panel last said about that call (answered, ended…)
+  let said = ""; // what the panel last said about that call (answered, ended…)
+  const dials = new Set(); // dial requests made from this tab
+  let ring = {}; // the ring's facts (DID, queue): the card that follows does not repeat them
   const phone = (window.rapport = window.rapport || {});
   phone.phoneReady = false;
   phone.phoneSocket = () => socket;
@@ -106,6 +107,7 @@
       return [link(o.name, recordHref("opportunity:" + o.id)), el("span", facts.length ? " · " + facts.join(" · ") : "", { class: "muted" })];
     });
     if (deals.length) box.append(...list(word("deals", "Open deals"), deals));
+    // Tasks, once the PBX side's card carries them ({subject}); it does not yet.
     const tasks = (match.tasks || []).map((task) => [el("span", task.subject || task.name || "")]);
     if (tasks.length) box.append(...list(word("tasks", "Open tasks"), tasks));
     // The card's activities carry no ids: each links to the record's timeline.
@@ -148,7 +150,9 @@
       case "CallAnswered": if (mine) status(word("answered", "Answered")); break;
       case "CallRingEnded": if (mine) status(word("ringEnded", "Stopped ringing")); break;
       case "CallEnded": if (mine) status(word("ended", "Call ended")); break;
-      case "DialStarted": status(word("dialStarted", "Your phone rings: pick it up to call.")); break;
+      case "dialling": dials.add(event.request); break;
+      // Every tab of the user hears DialStarted: only the one that dialled says so.
+      case "DialStarted": if (dials.has(event.request)) status(word("dialStarted", "Your phone rings: pick it up to call.")); break;
       case "DialFailed": status(word("dialFailed", "The call could not be placed.")); break;
       case "error": if (!panel.hidden) status(word("dialFailed", "The call could not be placed.")); break;
     }
