@@ -128,3 +128,36 @@ async def test_a_dial_the_pbx_side_refuses_says_so(world: World) -> None:
     await panel.locator(".status", has_text="The call could not be placed.").wait_for()
     assert len(world.ami.originates) == before
     await page.context.close()
+
+
+async def test_a_contact_made_from_the_pop_gets_the_call(world: World) -> None:
+    page = await world.page("wang")
+    await page.goto(f"{world.base}/contacts")
+    await _connected(page)
+    panel = page.locator("#phone-panel")
+    await world.ring("transfer_blind", until_s=RINGING_BY_S)  # 135 1111 2222 rings 1001
+    await panel.get_by_text("Unknown caller").wait_for()
+    await panel.get_by_role("link", name="New contact").click()
+    await page.wait_for_url(f"{world.base}/contacts/new?phone=13511112222")
+    await page.get_by_label("Last name").fill("周")
+    await page.get_by_label("First name").fill("杰")
+    # Saved without the number: only the pop's link can file the call on this contact.
+    await page.get_by_label("Phone", exact=True).fill("")
+    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("heading", name="周杰").wait_for()
+    contact_path = page.url.removeprefix(world.base)
+    await page.wait_for_function("() => window.rapport.linked !== undefined")
+    assert (
+        await page.evaluate("() => window.rapport.linked")
+        == "contact:" + contact_path.split("/")[-1]
+    )
+
+    await world.ring("transfer_blind", since_s=RINGING_BY_S)  # answered, transferred, ended
+    timeline = page.locator(".timeline")
+    for _ in range(50):
+        await page.reload()
+        if await timeline.get_by_role("link", name="13511112222").count():
+            break
+        await asyncio.sleep(0.1)
+    assert await timeline.get_by_role("link", name="13511112222").count() == 1
+    await page.context.close()

@@ -129,10 +129,11 @@
       parts.push(el("p", word("unknown", "Unknown caller")));
       const number = encodeURIComponent((event.create && event.create.phone) || event.number || "");
       const actions = el("p", null, { class: "toolbar" });
-      actions.append(
-        el("a", word("newLead", "New lead"), { class: "button", href: "/leads/new?phone=" + number }),
-        el("a", word("newContact", "New contact"), { class: "button", href: "/contacts/new?phone=" + number }),
-      );
+      for (const [kind, label] of [["lead", word("newLead", "New lead")], ["contact", word("newContact", "New contact")]]) {
+        const button = el("a", label, { class: "button", href: "/" + PAGES[kind] + "/new?phone=" + number });
+        button.addEventListener("click", () => remember(kind, event));
+        actions.appendChild(button);
+      }
       parts.push(actions);
     }
     for (const match of event.matches || []) parts.push(card(match));
@@ -141,10 +142,37 @@
     show(parts);
   }
 
+  // A record made from the pop while the call goes on is tied to the call, so the call is
+  // filed on it whatever number it was saved with. The form is another page: the call waits
+  // in sessionStorage (this tab only) until the form's save lands on the new record's page.
+  const POP_KEY = "rapport.pop";
+  const POP_TTL_MS = 15 * 60 * 1000;
+
+  function remember(kind, event) {
+    try {
+      sessionStorage.setItem(POP_KEY, JSON.stringify({ kind, call: event.call, pbx: event.pbx || null, at: Date.now() }));
+    } catch (e) { /* storage refused: the call is filed by its number alone */ }
+  }
+
+  function linkMadeRecord() {
+    let pending = null;
+    try { pending = JSON.parse(sessionStorage.getItem(POP_KEY) || "null"); } catch (e) { return; }
+    if (!pending || !PAGES[pending.kind]) return;
+    const form = "/" + PAGES[pending.kind] + "/new";
+    if (location.pathname === form) return; // still filling it in (or fixing a field)
+    sessionStorage.removeItem(POP_KEY);
+    const made = location.pathname.match(new RegExp("^/" + PAGES[pending.kind] + "/(\\d+)$"));
+    let from = "";
+    try { from = new URL(document.referrer).pathname; } catch (e) { /* no referrer */ }
+    if (!made || from !== form || Date.now() - pending.at > POP_TTL_MS) return;
+    socket.send(JSON.stringify({ type: "link", call: pending.call, pbx: pending.pbx, record: pending.kind + ":" + made[1] }));
+  }
+
   function onEvent(event) {
     const mine = event.call !== undefined && event.call === current;
     switch (event.type) {
-      case "ready": phone.phoneReady = true; break;
+      case "ready": phone.phoneReady = true; linkMadeRecord(); break;
+      case "linked": phone.linked = event.record; break;
       case "CallRinging": ringing(event); break;
       case "CallerIdentified": identified(event); break;
       case "CallAnswered": if (mine) status(word("answered", "Answered")); break;
