@@ -19,10 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
 
 from store.api_tokens import user_for_token
 from store.db import Store
 from store.errors import ValidationError
+from web.api_models import MailPreview, MailSend, problems_of
 
 
 class MailApi(Protocol):
@@ -81,27 +84,45 @@ async def _json(request: web.Request) -> Mapping[str, Any]:
 
 
 async def _with_mail(
-    request: web.Request, call: Callable[[MailApi, int, Mapping[str, Any]], Awaitable[Any]]
+    request: web.Request,
+    shape: type[BaseModel],
+    call: Callable[[MailApi, int, Mapping[str, Any]], Awaitable[Any]],
 ) -> Any:
-    """Run one mail call for the token's user; the error responses the two share."""
+    """Run one mail call for the token's user; the error responses the two share.
+
+    ``shape`` checks the JSON types the OpenAPI document promises; the outbox
+    checks the rest (addresses, records, templates).
+    """
+    try:
+        body = await _json(request)
+        shape.model_validate(body)
+    except ValidationError as err:
+        return _error(422, errors=err.errors)
+    except PydanticError as err:
+        named: dict[str, str] = {}
+        for where, message in problems_of(err).items():  # the outbox names top-level fields
+            named.setdefault(where.split(".")[0], message)
+        return _error(422, errors=named)
     mail = request.app.get(MAIL_KEY)
     if mail is None:
         return _error(503, error="no outbox: set [smtp_relay] from_address")
     try:
-        return await call(mail, request[USER_KEY], await _json(request))
+        return await call(mail, request[USER_KEY], body)
     except ValidationError as err:
         return _error(422, errors=err.errors)
 
 
 async def send_mail(request: web.Request) -> web.Response:
-    result = await _with_mail(request, lambda mail, user, body: mail.send(user, body))
+    result = await _with_mail(request, MailSend, lambda mail, user, body: mail.send(user, body))
     if isinstance(result, web.Response):
         return result
     return web.json_response({"email_id": result, "state": "queued"}, status=202)
 
 
 async def preview_mail(request: web.Request) -> web.Response:
-    result = await _with_mail(request, lambda mail, user, body: mail.preview(user, body))
+    result = await _with_mail(
+        request, MailPreview, lambda mail, user, body: mail.preview(user, body)
+    )
     return result if isinstance(result, web.Response) else web.json_response(result)
 
 

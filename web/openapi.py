@@ -1,449 +1,142 @@
-"""``GET /api/v1/openapi.json``: the API described, built from the same specs that validate it.
+"""``GET /api/v1/openapi.json``: the API described, from the operations and models it runs on.
 
-Record schemas come from ``web/modules.py`` (the fields the forms and the API
-validate with), so the document cannot drift from what the API accepts.
+Paths, parameters and answers come from the ``Operation`` declarations the
+routes are registered from, and every schema from the pydantic models that
+validate the requests (``model_json_schema``), so the document cannot drift
+from what the API does.  Served without a token.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from web.api_records import ACTIVITY_KINDS, MAX_LIMIT
-from web.modules import MODULES, Field, Module
+from web.api import preview_mail, send_mail
+from web.api_models import Error, MailPreview, MailQueued, MailRendered, MailSend
+from web.api_records import OPERATIONS
+from web.api_spec import Operation, refusals
 
-ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-PROBLEMS = {
-    "type": "object",
-    "properties": {"errors": {"type": "object", "additionalProperties": {"type": "string"}}},
-    "required": ["errors"],
-}
-
-
-def _field(f: Field) -> dict[str, Any]:
-    if f.kind == "ref":
-        return {"type": ["integer", "null"], "description": f"id of a {f.ref} record"}
-    schema: dict[str, Any] = {"type": ["string", "null"], "maxLength": f.max_length}
-    if f.kind == "email":
-        schema["format"] = "email"
-    elif f.kind == "date":
-        schema["format"] = "date"
-    elif f.kind == "money":
-        schema["pattern"] = r"^\d+(\.\d{1,2})?$"
-        schema.pop("maxLength")
-    elif f.kind == "choice":
-        schema["enum"] = [*f.choices, None]
-    return schema
+REF = "#/components/schemas/{model}"
 
 
-def _record(module: Module) -> dict[str, Any]:
-    stamp = {"type": "string", "format": "date-time"}
-    props: dict[str, Any] = {"id": {"type": "integer"}}
-    props.update({f.name: _field(f) for f in module.fields})
-    for name in ("first_name", "last_name", "description"):
-        if name in props:
-            props[name]["type"] = "string"
-    if module.key == "leads":
-        props["converted_at"] = {"type": ["string", "null"], "format": "date-time"}
-    if module.key == "opportunities":
-        props["stage_id"] = {"type": "integer"}
-        props["probability"] = {"type": "integer", "minimum": 0, "maximum": 100}
-    props.update(
-        owner_id={"type": ["integer", "null"]},
-        team_id={"type": ["integer", "null"]},
-        created_at=stamp,
-        updated_at=stamp,
-    )
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props),
-        "additionalProperties": False,
-    }
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document (https://spec.openapis.org/oas/v3.1.0)."""
 
-
-def _input(module: Module, creating: bool) -> dict[str, Any]:
-    props = {}
-    for f in module.fields:
-        schema = _field(f)
-        if f.kind == "money":
-            schema = {"type": ["string", "number", "null"]}
-        props[f.name] = schema
-    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
-    if creating:
-        out["required"] = [f.name for f in module.fields if f.required]
-    return out
-
-
-def _json(schema: dict[str, Any] | str, description: str) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-    return {"description": description, "content": {"application/json": {"schema": ref}}}
-
-
-REFUSALS = {
-    "401": _json("Error", "no valid token"),
-    "403": _json("Error", "the token's role may not do this"),
-}
-
-
-def document() -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Error": ERROR, "Problems": PROBLEMS}
-    paths: dict[str, Any] = {}
-    record_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    cursor = {
-        "name": "cursor",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "the `next` of the previous page",
-    }
-    activity = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            "kind": {"type": "string"},
-            "subject": {"type": "string"},
-            "body": {"type": "string"},
-            "status": {"type": "string"},
-            "occurred_at": {"type": "string", "format": "date-time"},
-            "due_at": {"type": ["string", "null"], "format": "date-time"},
-            "owner_id": {"type": ["integer", "null"]},
-            "email_id": {"type": ["integer", "null"]},
-            "call_id": {"type": ["integer", "null"]},
-        },
-        "required": ["id", "kind", "subject", "status", "occurred_at"],
-    }
-    schemas["Activity"] = activity
-    for module in MODULES.values():
-        name = module.singular
-        schemas[name] = _record(module)
-        schemas[f"{name}Create"] = _input(module, creating=True)
-        schemas[f"{name}Update"] = _input(module, creating=False)
-        filters = [{"name": f, "in": "query", "schema": {"type": "string"}} for f in module.filters]
-        sorts = [*module.sorts, *(f"-{s}" for s in module.sorts)]
-        paths[f"/api/v1/{module.key}"] = {
-            "get": {
-                "summary": f"{module.title} in the token user's scope",
-                "operationId": f"list_{module.key}",
-                "parameters": [
-                    {
-                        "name": "q",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "an email address, a phone number, or the start of a name",
-                    },
-                    {"name": "sort", "in": "query", "schema": {"enum": sorts}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                    },
-                    cursor,
-                    *filters,
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["items", "next"],
-                            "properties": {
-                                "items": {
-                                    "type": "array",
-                                    "items": {"$ref": f"#/components/schemas/{name}"},
-                                },
-                                "next": {"type": ["string", "null"]},
-                            },
-                        },
-                        "a page",
-                    ),
-                    "422": _json("Problems", "a bad parameter"),
-                    **REFUSALS,
-                },
-            },
-            "post": {
-                "summary": f"Create a {name.lower()} owned by the token user",
-                "operationId": f"create_{module.record_type}",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{name}Create"}
-                        }
-                    },
-                },
-                "responses": {
-                    "201": _json(name, "created"),
-                    "422": _json("Problems", "every problem of the body"),
-                    **REFUSALS,
-                },
-            },
-        }
-        paths[f"/api/v1/{module.key}/{{id}}"] = {
-            "parameters": [record_id],
-            "get": {
-                "operationId": f"get_{module.record_type}",
-                "responses": {
-                    "200": _json(name, "the record"),
-                    "404": _json("Error", "no such record in scope"),
-                    **REFUSALS,
-                },
-            },
-            "patch": {
-                "operationId": f"update_{module.record_type}",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{name}Update"}
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json(name, "the record as changed"),
-                    "404": _json("Error", "no such record in scope"),
-                    "422": _json("Problems", "every problem"),
-                    **REFUSALS,
-                },
-            },
-            "delete": {
-                "operationId": f"delete_{module.record_type}",
-                "responses": {
-                    "204": {"description": "moved to the recycle bin"},
-                    "404": _json("Error", "no such record in scope"),
-                    **REFUSALS,
-                },
-            },
-        }
-        paths[f"/api/v1/{module.key}/{{id}}/activities"] = {
-            "parameters": [record_id],
-            "get": {
-                "operationId": f"timeline_{module.record_type}",
-                "parameters": [cursor],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["items", "next"],
-                            "properties": {
-                                "items": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/Activity"},
-                                },
-                                "next": {"type": ["string", "null"]},
-                            },
-                        },
-                        "the record's timeline, newest first",
-                    ),
-                    "404": _json("Error", "no such record in scope"),
-                    "422": _json("Problems", "a bad cursor"),
-                    **REFUSALS,
-                },
-            },
-        }
-    paths["/api/v1/activities"] = {
-        "post": {
-            "operationId": "create_activity",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["kind", "subject", "records"],
-                            "properties": {
-                                "kind": {"enum": list(ACTIVITY_KINDS)},
-                                "subject": {"type": "string", "minLength": 1, "maxLength": 500},
-                                "body": {"type": "string"},
-                                "due_at": {"type": "string", "format": "date-time"},
-                                "records": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {"type": "string", "pattern": r"^[a-z]+:\d+$"},
-                                },
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "201": _json("Activity", "logged"),
-                "422": _json("Problems", "every problem"),
-                **REFUSALS,
-            },
-        }
-    }
-    paths["/api/v1/leads/{id}/convert"] = {
-        "parameters": [record_id],
-        "post": {
-            "operationId": "convert_lead",
-            "requestBody": {
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "account_id": {"type": ["integer", "null"]},
-                                "create_opportunity": {"type": "boolean"},
-                                "opportunity_name": {"type": ["string", "null"]},
-                                "amount": {"type": ["string", "number", "null"]},
-                            },
-                        }
-                    }
-                }
-            },
-            "responses": {
-                "201": _json(
-                    {
-                        "type": "object",
-                        "required": ["account_id", "contact_id"],
-                        "properties": {
-                            "account_id": {"type": "integer"},
-                            "contact_id": {"type": "integer"},
-                            "opportunity_id": {"type": ["integer", "null"]},
-                        },
-                    },
-                    "converted",
-                ),
-                "404": _json("Error", "no such lead in scope"),
-                "422": _json("Problems", "refused, with why"),
-                **REFUSALS,
-            },
-        },
-    }
-    paths["/api/v1/opportunities/{id}/stage"] = {
-        "parameters": [record_id],
-        "post": {
-            "operationId": "move_opportunity",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["stage_id"],
-                            "properties": {
-                                "stage_id": {"type": "integer"},
-                                "values": {
-                                    "type": "object",
-                                    "additionalProperties": {"type": ["string", "number"]},
-                                },
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": _json("Opportunity", "moved"),
-                "404": _json("Error", "no such deal or stage"),
-                "422": _json("Problems", "the fields the stage needs"),
-                **REFUSALS,
-            },
-        },
-    }
-    paths["/api/v1/calls"] = {
-        "post": {
-            "operationId": "dial",
-            "summary": "Click-to-dial: the token user's phone rings first",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["number"],
-                            "properties": {
-                                "number": {"type": "string"},
-                                "record": {"type": "string", "pattern": r"^[a-z]+:\d+$"},
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "202": _json(
-                    {
-                        "type": "object",
-                        "required": ["request", "state"],
-                        "properties": {
-                            "request": {"type": "string"},
-                            "state": {"const": "dialling"},
-                        },
-                    },
-                    "asked",
-                ),
-                "422": _json("Problems", "no number"),
-                **REFUSALS,
-            },
-        }
-    }
-    paths["/api/v1/mail"] = {
-        "post": {
-            "operationId": "send_mail",
-            "summary": "Queue a mail through the shared outbox",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "responses": {
-                "202": _json(
-                    {
-                        "type": "object",
-                        "required": ["email_id", "state"],
-                        "properties": {
-                            "email_id": {"type": "integer"},
-                            "state": {"const": "queued"},
-                        },
-                    },
-                    "queued",
-                ),
-                "422": _json("Problems", "every problem"),
-                "503": _json("Error", "no outbox configured"),
-                **REFUSALS,
-            },
-        }
-    }
-    paths["/api/v1/mail/preview"] = {
-        "post": {
-            "operationId": "preview_mail",
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "responses": {
-                "200": _json({"type": "object"}, "the rendered mail"),
-                "422": _json("Problems", "the template's error"),
-                "503": _json("Error", "no outbox configured"),
-                **REFUSALS,
-            },
-        }
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Rapport API",
-            "version": "1",
-            "description": "Every call acts as the user whose token it carries, with their "
-            "role's permissions and record scope.",
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"bearerAuth": []}],
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "rapport token create --user NAME",
-                }
-            },
-        },
-        "paths": paths,
-    }
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
 
 
 async def openapi_json(_request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
+MAIL_OPERATIONS = [
+    Operation("POST", "/api/v1/mail", send_mail, "send_mail",
+              "Queue a mail through the shared outbox", "Mail",
+              {202: (MailQueued, "queued"), **refusals(401, 413, 422),
+               503: (Error, "no outbox: [smtp_relay] from_address is not set")},
+              body=MailSend,
+              description="Validated by the outbox; unknown fields are ignored."),
+    Operation("POST", "/api/v1/mail/preview", preview_mail, "preview_mail",
+              "Render a mail template without queueing anything", "Mail",
+              {200: (MailRendered, "the template rendered"), **refusals(401, 413, 422),
+               503: (Error, "no outbox: [smtp_relay] from_address is not set")},
+              body=MailPreview),
+]  # fmt: skip
+OPENAPI_OPERATION = Operation(
+    "GET", "/api/v1/openapi.json", openapi_json, "openapi", "This document", "API",
+    {200: (OpenApiDocument, "the OpenAPI 3.1 document")}, public=True,
+)  # fmt: skip
+DOCUMENTED = [*OPERATIONS, *MAIL_OPERATIONS, OPENAPI_OPERATION]
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is left out, never null: its schema without the null branch."""
+    branches = [b for b in schema.get("anyOf", ()) if b != {"type": "null"}]
+    if "anyOf" not in schema:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    if len(branches) == 1:
+        return {**rest, **branches[0]}
+    return {**rest, "anyOf": branches}
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if "{id}" in op.path:
+        found.append({"name": "id", "in": "path", "required": True,
+                      "schema": {"type": "integer", "minimum": 1}})  # fmt: skip
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=REF)
+        required = set(schema.get("required", ()))
+        for name, prop in schema["properties"].items():
+            prop = _without_null({k: v for k, v in prop.items() if k != "title"})
+            said = prop.pop("description", None)
+            parameter = {"name": name, "in": "query", "required": name in required,
+                         "schema": prop}  # fmt: skip
+            if said:
+                parameter["description"] = said
+            found.append(parameter)
+    return found
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for op in DOCUMENTED:
+        if op.body is not None:
+            wanted.append((op.body, "validation"))
+        wanted += [(model, "serialization") for model, _ in op.answers.values() if model]
+    refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF)
+    paths: dict[str, Any] = {}
+    for op in DOCUMENTED:
+        entry: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
+                                 "tags": [op.tag], "responses": {}}  # fmt: skip
+        if op.description:
+            entry["description"] = op.description
+        if op.public:
+            entry["security"] = []
+        parameters = _parameters(op)
+        if parameters:
+            entry["parameters"] = parameters
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+            }
+        for status, (model, said) in sorted(op.answers.items()):
+            answer: dict[str, Any] = {"description": said}
+            if model is not None:
+                schema = refs[(model, "serialization")]
+                answer["content"] = {"application/json": {"schema": schema}}
+            entry["responses"][str(status)] = answer
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Rapport API",
+            "version": "1",
+            "description": "Every call acts as the user whose token it carries "
+            "(`rapport token create --user NAME`), with their role's permissions and record "
+            "scope: a record outside the scope answers 404, as one that does not exist.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
 def add_openapi_route(app: web.Application) -> None:
-    app.router.add_get("/api/v1/openapi.json", openapi_json)
+    app.router.add_route(
+        OPENAPI_OPERATION.method, OPENAPI_OPERATION.route, openapi_json, name="openapi"
+    )
