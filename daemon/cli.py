@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon import calls_cli, mail_cli
+from daemon import calls_cli, mail_cli, webform_cli
 from daemon.config import Config, load_config
 from daemon.logs import setup_logging
 from store.errors import ConfigError, ValidationError
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="migrate the store to the newest schema")
     mail_cli.add_parser(sub)
     calls_cli.add_parser(sub)
+    webform_cli.add_parser(sub)
     user = sub.add_parser("user", help="manage users").add_subparsers(
         dest="user_command", required=True
     )
@@ -140,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_create_user(config, args))
     if command == "token":
         return asyncio.run(_create_token(config, args))
+    if command == "webform":
+        return asyncio.run(webform_cli.run(config, args))
     from daemon.app import run_daemon
 
     return asyncio.run(run_daemon(config))

@@ -18,6 +18,7 @@ from web.admin import add_admin_routes
 from web.admin_base import AdminServices
 from web.api import MailApi, add_api_routes, bearer_auth
 from web.api_records import add_records_api_routes
+from web.api_webforms import add_webform_routes
 from web.auth import add_auth_routes, session_auth
 from web.dashboard import add_dashboard_routes
 from web.i18n import LOCALES
@@ -106,4 +107,5 @@ def create_app(
     add_api_routes(app, store, mail)
     add_records_api_routes(app, store)
     add_openapi_route(app)
+    add_webform_routes(app, store)
     return app
