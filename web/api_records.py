@@ -22,7 +22,7 @@ from store.activities import timeline
 from store.base import utcnow
 from store.db import Store
 from store.identity import index_record
-from store.models import User
+from store.models import ActivityLink, User
 from store.pipeline import enter_stage, first_open_stage
 from store.records import acting_as
 from store.recycle import soft_delete
@@ -170,8 +170,6 @@ async def record_timeline(request: web.Request, module: Module) -> web.Response:
         record = await load_visible(session, module, viewer.access, request.match_info["id"])
         edge = None
         if query.cursor:
-            from store.models import ActivityLink
-
             edge = edge_of(query.cursor, "timeline", ActivityLink.occurred_at)
         found = await timeline(session, module.record_type, record.id, before=edge,
                                kinds=[query.kind] if query.kind else None,

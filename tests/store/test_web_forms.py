@@ -23,7 +23,7 @@ async def test_a_key_is_kept_hashed_and_finds_its_live_form(session: AsyncSessio
     assert key not in form.key_sha256 and len(form.key_sha256) == 64
     assert form.allowed_origins == ["https://www.jinlong.cn"]
     assert await allowed_origins(session) == {"https://www.jinlong.cn"}
-    assert await form_for_key(session, key[:-1] + "x") is None
+    assert await form_for_key(session, key[:-1] + ("x" if key[-1] != "x" else "y")) is None
     assert await form_for_key(session, "rpt_" + key[4:]) is None  # an API token is no form key
     with pytest.raises(ValidationError):
         await create_web_form(session, "contact-us")
