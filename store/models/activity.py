@@ -61,12 +61,28 @@ class Activity(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
         BigId, ForeignKey("calls.id", ondelete="SET NULL"), default=None, index=True
     )
 
+    # A reminder (store/reminders.py): minutes before the activity's time (a task's due time,
+    # else its start), the moment that makes, and when it was mailed to the owner.
+    remind_minutes: Mapped[int | None] = mapped_column(default=None)
+    remind_at: Mapped[dt.datetime | None] = mapped_column(default=None, index=True)
+    reminder_sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Repetition (store/recurrence.py): the rule ("FREQ=WEEKLY;INTERVAL=2;COUNT=10"), the
+    # series (its first occurrence's id; no foreign key, a purged first one ends nothing),
+    # this occurrence's number in it, and the series' first time every occurrence counts from.
+    recurrence: Mapped[str | None] = mapped_column(String(120), default=None)
+    series_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    series_index: Mapped[int] = mapped_column(default=0)
+    series_start: Mapped[dt.datetime | None] = mapped_column(default=None)
+
     links: Mapped[list[ActivityLink]] = relationship(
         back_populates="activity",
         cascade="all, delete-orphan",
         lazy="raise_on_sql",
         passive_deletes=True,
     )
+
+    # One row per occurrence: completing an occurrence twice cannot make two next ones.
+    __table_args__ = (UniqueConstraint("series_id", "series_index"),)
 
 
 class ActivityLink(IdMixin, Base):
