@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.access import Access
@@ -65,7 +66,7 @@ class CalendarUser:
     team_id: int | None
 
 
-def _scoped_users(access: Access) -> object:
+def _scoped_users(access: Access) -> ColumnElement[bool]:
     """The users whose activities ``access`` may see: its own, its teams' or everyone's."""
     if access.is_admin or access.scope == RecordScope.ALL:
         return User.is_active.is_(True)
@@ -78,7 +79,7 @@ async def calendar_users(session: AsyncSession, access: Access) -> list[Calendar
     """Everyone whose calendar the viewer may open, the viewer first."""
     rows = await session.execute(
         select(User.id, User.display_name, User.username, User.team_id)
-        .where(_scoped_users(access))  # type: ignore[arg-type]
+        .where(_scoped_users(access))
         .order_by(User.username)
     )
     users = [CalendarUser(uid, display or name, team) for uid, display, name, team in rows]
@@ -93,7 +94,7 @@ def time_of(activity: Activity) -> dt.datetime:
     return activity.occurred_at
 
 
-def _in_range(lower: dt.datetime, upper: dt.datetime) -> object:
+def _in_range(lower: dt.datetime, upper: dt.datetime) -> ColumnElement[bool]:
     timed = and_(Activity.kind != ActivityKind.TASK,
                  Activity.occurred_at >= lower, Activity.occurred_at < upper)  # fmt: skip
     due = and_(Activity.kind == ActivityKind.TASK,
@@ -145,7 +146,7 @@ async def occurrences(
         if rule is None or head.series_start is None:
             continue
         offset = time_of(head) - head.occurred_at
-        zone = zone_named(zones.get(head.owner_id))
+        zone = zone_named(zones.get(head.owner_id or 0))
         for _, at in rule.between(head.series_start, zone, head.series_index,
                                   lower - offset, upper - offset):  # fmt: skip
             found.append(_entry(head, at + offset))
@@ -171,7 +172,7 @@ async def may_see_activity(session: AsyncSession, access: Access, activity: Acti
         model = RECORD_TYPES.get(record_type)
         if model is None or not hasattr(model, "owner_id"):
             continue
-        record = await session.get(model, record_id)
+        record: Any = await session.get(model, record_id)
         if record is not None and record.deleted_at is None and access.may_see(record):
             return True
     return False
