@@ -14,12 +14,14 @@ from aiohttp import web
 
 from store.context import correlated
 from store.db import Store
+from web.activities import add_activity_routes
 from web.admin import add_admin_routes
 from web.admin_base import AdminServices
 from web.api import MailApi, add_api_routes, bearer_auth
 from web.api_records import add_records_api_routes
 from web.api_webforms import add_webform_routes
 from web.auth import add_auth_routes, session_auth
+from web.calendar import add_calendar_routes
 from web.dashboard import add_dashboard_routes
 from web.i18n import LOCALES
 from web.openapi import add_openapi_route
@@ -100,6 +102,8 @@ def create_app(
     add_records_routes(app, store)
     add_timeline_routes(app, store)
     add_pipeline_routes(app, store)
+    add_activity_routes(app, store)
+    add_calendar_routes(app, store)
     add_settings_routes(app, store)
     add_admin_routes(app, store, admin)
     # Without a configured secret, links signed by this process are valid in it only.

@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_skeleton
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
 
@@ -75,6 +75,14 @@ class Translator:
         if isinstance(value, dt.datetime):
             value = value.astimezone(self.zone).date()
         return format_date(value, form, locale=self._babel)
+
+    def month(self, value: dt.date) -> str:
+        """A month and its year as the locale says it: "December 2026", "2026年12月"."""
+        return format_skeleton("yMMMM", value, locale=self._babel)
+
+    def day(self, value: dt.date) -> str:
+        """A day with its weekday, short: "Sat, Dec 5", "12月5日周六"."""
+        return format_skeleton("MMMEd", value, locale=self._babel)
 
     def money(self, amount: Decimal | float | None, currency: str = "CNY") -> str:
         if amount is None:
