@@ -21,6 +21,7 @@ from daemon.heap import settle_after_start
 from daemon.http import add_health_routes
 from daemon.listeners import HttpListener
 from daemon.metrics import Metrics
+from daemon.reminders import ReminderMailer
 from daemon.sdnotify import Notifier
 from daemon.supervisor import STAGE_LISTENERS, Supervisor
 from scanner.imap import ImapScanner
@@ -163,6 +164,13 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
     else:
         for pbx in config.asterisk.pbx:
             supervisor.add(PbxService(store, phone_settings(pbx)))
+    relay = config.smtp_relay
+    if relay.host is None or not relay.from_address:
+        # Reminders still show on the owner's pages; only their mail waits for a relay.
+        supervisor.add_disabled("reminders", "not configured: no [smtp_relay] host, from_address")
+    else:
+        sender = Sender(address=relay.from_address, name=relay.from_name)
+        supervisor.add(ReminderMailer(store, sender, config.web.public_url))
     if config.smtp_relay.host is None:
         supervisor.add_disabled("outbox", "not configured: no [smtp_relay] host")
     else:
