@@ -17,6 +17,7 @@ reads never block the daemon).  Screenshots go to ``test-artifacts/screenshots/`
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ from store.models import (
     Account,
     AccountContact,
     ActivityKind,
+    ActivityStatus,
     Call,
     CallDisposition,
     Contact,
@@ -52,6 +54,8 @@ from store.models import (
 )
 from store.phones import PhoneRegion
 from store.pipeline import enter_stage
+from store.recurrence import Rule, start_series
+from store.reminders import set_reminder
 from store.users import create_user
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, missing_peer
 from tests.peers.ami import FIXTURES, AmiTraceServer, load_trace
@@ -195,7 +199,23 @@ async def _seed(url: str, blobs: Path) -> dict[str, int]:
                            records=[account, caller], email_id=email.id)  # fmt: skip
         await log_activity(session, kind=ActivityKind.CALL, subject="来电 13812345678",
                            records=[account, caller], call_id=call.id)  # fmt: skip
+        # A week of appointments for the calendar: a weekly meeting, a task, a visit.
+        weekly = await log_activity(
+            session, kind=ActivityKind.MEETING, subject="周例会：华东区销售", records=[account],
+            owner_id=wang, occurred_at=now + dt.timedelta(hours=2),
+            ends_at=now + dt.timedelta(hours=3), status=ActivityStatus.PLANNED,
+            location="上海办公室 3 楼",
+        )  # fmt: skip
+        start_series(weekly, Rule("weekly", count=8))
+        set_reminder(weekly, 15)
+        await log_activity(session, kind=ActivityKind.TASK, subject="给张伟发不锈钢管报价单",
+                           records=[caller], owner_id=wang, due_at=now + dt.timedelta(days=1),
+                           status=ActivityStatus.PLANNED, priority="high")  # fmt: skip
+        await log_activity(session, kind=ActivityKind.VISIT, subject="拜访星辰文化",
+                           records=[], owner_id=wang, occurred_at=now + dt.timedelta(days=2),
+                           status=ActivityStatus.PLANNED)  # fmt: skip
         ids.update(
+            meeting=weekly.id,
             account=account.id,
             contact=caller.id,
             deal=deal.id,
