@@ -26,4 +26,15 @@ async def test_switch_to_chinese_at_phone_width(world: World) -> None:
     assert await words.get_attribute("data-ringing") == "来电"
     assert await words.get_attribute("data-new-lead") == "新建线索"
     await screenshot(page, "lead-form-zh-phone")
+    # The calendar: the month's name, the weekdays from Monday, the buttons.
+    await page.goto(f"{world.base}/calendar")
+    heading = await page.locator(".calendar-nav strong").inner_text()
+    assert heading.endswith("月") and "年" in heading
+    assert await page.get_by_role("link", name="今天").count() == 1
+    assert await page.locator(".weekdays div").first.inner_text() == "周一"
+    await page.goto(f"{world.base}/activities/new?kind=task")
+    assert await page.get_by_label("提醒我").count() == 1
+    await page.get_by_role("button", name="保存").click()
+    assert await page.locator("#error-subject").inner_text() == "此项必填。"
+    await screenshot(page, "activity-form-zh-phone")
     await page.context.close()
