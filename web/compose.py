@@ -37,6 +37,9 @@ from web.render import render
 MAX_SUBJECT = 998  # RFC 5322 2.1.1: a header line's limit
 MAX_BODY = 200_000
 MAX_PICKS = 200  # an account's contacts offered as recipients
+# A page's mail is a person's mail: many more recipients is bulk mail, which has its own
+# rules (opt-outs, unsubscribe headers) that one person's mail does not follow.
+MAX_RECIPIENTS = 50
 # Addresses are separated by commas or semicolons, Chinese ones too, or by lines.
 _LIST = re.compile(r"[,;，；、\r\n]+")
 _ANGLE = re.compile(r"<([^<>]*)>\s*$")
@@ -241,6 +244,8 @@ def _mail_body(
         errors["to"] = t.gettext("Give at least one recipient.")
     if bad_cc:
         errors["cc"] = t.gettext("Not an email address: {address}", address=", ".join(bad_cc))
+    if len(set(to) | set(cc)) > MAX_RECIPIENTS:
+        errors.setdefault("to", t.gettext("At most {n} recipients.", n=MAX_RECIPIENTS))
     subject = values["subject"].strip()
     if not subject:
         errors["subject"] = t.gettext("Write a subject.")

@@ -232,6 +232,9 @@ async def test_bad_values_are_shown_beside_their_fields_and_nothing_is_queued(
 
         nobody = await post_form(client, url, csrf, {"to": "", "subject": "x", "action": "send"})
         assert "Give at least one recipient." in await nobody.text()
+        crowd = ", ".join(f"buyer{n}@jinlong.cn" for n in range(51))
+        bulk = await post_form(client, url, csrf, {"to": crowd, "subject": "x", "action": "send"})
+        assert "At most 50 recipients." in await bulk.text()
 
         broken = await post_form(client, url, csrf, {
             "to": "wang.fang@jinlong.cn", "subject": "我的主题", "text": "我写的正文",
