@@ -39,6 +39,7 @@ from store.models import (
 from store.pipeline import stage_durations
 from store.records import acting_as
 from store.tags import tag_record, tags_of
+from web.compose import add_compose_routes, compose_offered
 from web.modules import MODULES, Module, db_int
 from web.record_forms import (
     convert,
@@ -334,6 +335,7 @@ async def detail_page(request: web.Request) -> web.Response:
         "owner": owner.get(record.owner_id or 0, ""), "entries": entries, "kinds": kinds,
         "older_link": older_link, "title": module.display(record),
         "all_kinds": timeline_kinds(module.record_type), "duplicates": duplicates,
+        "can_mail": compose_offered(request, module, viewer),
     })  # fmt: skip
 
 
@@ -419,5 +421,6 @@ def add_records_routes(app: web.Application, store: Store) -> None:
     app.router.add_post(f"/{m}/{{id:\\d+}}/edit", update)
     app.router.add_post(f"/{m}/{{id:\\d+}}/delete", remove)
     app.router.add_post(f"/{m}/{{id:\\d+}}/notes", add_note)
+    add_compose_routes(app, m)
     app.router.add_get("/leads/{id:\\d+}/convert", convert_form)
     app.router.add_post("/leads/{id:\\d+}/convert", convert)

@@ -47,6 +47,7 @@ from store.models import (
     Direction,
     Email,
     Lead,
+    MailTemplate,
     Opportunity,
     PipelineStage,
     RecordScope,
@@ -185,6 +186,15 @@ async def _seed(url: str, blobs: Path) -> dict[str, int]:
         lead = Lead(last_name="刘", first_name="洋", company="星辰文化", phone="02866554433",
                     email="liu.yang@xingchen.cn", owner_id=wang)  # fmt: skip
         session.add(lead)
+        # A template the compose page fills a mail to the lead from, in both languages.
+        session.add_all([
+            MailTemplate(name="greeting", language="zh-CN",
+                         subject="{{ lead.last_name }}{{ lead.first_name }}，您好",
+                         text="{{ lead.company }}的朋友们好！"),
+            MailTemplate(name="greeting", language="en",
+                         subject="Hello {{ lead.first_name }} {{ lead.last_name }}",
+                         text="Greetings to {{ lead.company }}!"),
+        ])  # fmt: skip
         # The account's history: a mail (with a script that must not run) and a call.
         email = Email(direction=Direction.INBOUND, subject="询价：不锈钢管",
                       from_address="zhang.wei@jinlong.cn",
@@ -242,6 +252,9 @@ port = {web_port}
 port = {free_port()}
 [smtp_ingress]
 enabled = false
+[smtp_relay]
+# An outbox to queue into (the compose page); with no host nothing is sent.
+from_address = "sales@rapport.test"
 [log]
 level = "INFO"
 [[asterisk.pbx]]

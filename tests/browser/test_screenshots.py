@@ -22,6 +22,8 @@ PAGES = [
     ("account", "/accounts/{account}"),
     ("opportunities", "/opportunities"),
     ("opportunity", "/opportunities/{deal}"),
+    ("compose", "/contacts/{contact}/mail"),
+    ("compose-account", "/accounts/{account}/mail"),
     ("pipeline", "/pipeline"),
     ("funnel", "/pipeline/funnel"),
     ("activities", "/activities?owner={wang}"),
