@@ -218,7 +218,7 @@ async def _seed(url: str, blobs: Path) -> dict[str, int]:
         )  # fmt: skip
         start_series(weekly, Rule("weekly", count=8))
         set_reminder(weekly, 15)
-        await log_activity(session, kind=ActivityKind.TASK, subject="给张伟发不锈钢管报价单",
+        await log_activity(session, kind=ActivityKind.TASK, subject="发不锈钢管报价单",
                            records=[caller], owner_id=wang, due_at=now + dt.timedelta(days=1),
                            status=ActivityStatus.PLANNED, priority="high")  # fmt: skip
         await log_activity(session, kind=ActivityKind.VISIT, subject="拜访星辰文化",
