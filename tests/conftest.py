@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -68,21 +69,65 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn: the tests that take a database run once on each."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database on each engine in turn."""
-    if request.param == "sqlite":
+    if engine_name == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'rapport.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
 
 
-@pytest.fixture
-async def migrated_url(db_url: str) -> str:
-    """A database on each engine, migrated to head."""
+def _migrate_blocking(url: str) -> None:
     from store.migrate import upgrade_to_head
 
-    await upgrade_to_head(db_url)
-    return db_url
+    asyncio.run(upgrade_to_head(url))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per run; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "rapport.db"
+    _migrate_blocking(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per run; each test gets a copy."""
+    url = asyncio.run(create_scratch_database(pg_admin_url, "rapport_template"))
+    try:
+        _migrate_blocking(url)
+        yield url
+    finally:
+        asyncio.run(drop_scratch_database(pg_admin_url, url))
+
+
+@pytest.fixture
+def migrated_url(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database on each engine, at head: a copy of the run's migrated template.
+
+    Migrating from empty is tested once per engine (tests/store/test_migrations.py);
+    copying costs milliseconds where migrating every test's database cost seconds.
+    """
+    if engine_name == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "rapport.db"
+        shutil.copyfile(template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    admin: str = request.getfixturevalue("pg_admin_url")
+    source: str = request.getfixturevalue("pg_template")
+    url = asyncio.run(create_scratch_database(admin, "rapport_test", template=source))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_scratch_database(admin, url))
 
 
 @pytest.fixture
