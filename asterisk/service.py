@@ -85,8 +85,12 @@ def call_facts(call: CallState) -> CallFacts:
     )  # fmt: skip
 
 
-def caller_card(lookup: CallerLookup) -> list[dict[str, Any]]:
-    """The matches of a caller lookup as small JSON for the screen-pop."""
+def caller_card(lookup: CallerLookup, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The matches of a caller lookup as small JSON for the screen-pop.
+
+    A task is overdue when its due time is before ``now`` (the lookup's moment).
+    """
+    now = now or dt.datetime.now(dt.UTC)
     return [
         {
             "record": f"{m.record_type}:{m.record_id}",
@@ -104,6 +108,15 @@ def caller_card(lookup: CallerLookup) -> list[dict[str, Any]]:
                 for o in m.open_opportunities[:5]
             ],
             "tickets": [],
+            "tasks": [
+                {
+                    "id": task.id,
+                    "subject": task.subject[:80],
+                    "due": task.due_at.isoformat() if task.due_at else None,
+                    "overdue": task.due_at is not None and task.due_at < now,
+                }
+                for task in m.open_tasks[:5]
+            ],
             "activities": [
                 {"kind": a.kind, "subject": a.subject[:80], "at": a.occurred_at.isoformat()}
                 for a in m.last_activities[:5]

@@ -3,7 +3,7 @@
 ``match_ids`` is the fast path run for every call: one indexed query on the
 phone identity index.  ``find_callers`` builds the screen-pop card with a fixed
 number of queries however many records match (the match, then one each for
-accounts, owners, open opportunities and recent activities).  Numbers are
+accounts, owners, open opportunities, and recent activities with open tasks).  Numbers are
 matched on the whole key ``store.phones`` makes, never on the last N digits;
 every live record that holds the number is a match, so an ambiguous number is
 shown as such and never silently resolved to one record.
@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     false,
+    literal,
     null,
     or_,
     select,
@@ -36,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from store.errors import TransientError
-from store.models.activity import Activity, ActivityLink
+from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
 from store.models.admin import User
 from store.models.crm import (
     Account,
@@ -59,8 +60,11 @@ CALLER_RECORDS: dict[str, type[Contact] | type[Lead] | type[Account]] = {
     "account": Account,
 }
 RECENT_ACTIVITIES = 5
-# SQLite refuses a compound SELECT of more than 500 parts (SQLITE_MAX_COMPOUND_SELECT).
+OPEN_TASKS = 5
+# SQLite refuses a compound SELECT of more than 500 parts (SQLITE_MAX_COMPOUND_SELECT);
+# each record is two parts (its recent activities, its open tasks).
 _UNION_CHUNK = 250
+_RECORDS_PER_QUERY = _UNION_CHUNK // 2
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,15 @@ class RecentActivity:
 
 
 @dataclass(frozen=True)
+class OpenTask:
+    """A planned task linked to the record: what the agent promised this caller."""
+
+    id: int
+    subject: str
+    due_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class CallerMatch:
     """One record the caller's number belongs to, with what an agent needs before answering."""
 
@@ -107,6 +120,8 @@ class CallerMatch:
     # Tickets do not exist yet; the field is here so the card's shape does not change.
     open_tickets: tuple[object, ...]
     last_activities: tuple[RecentActivity, ...]  # newest first, at most RECENT_ACTIVITIES
+    # Planned tasks, soonest due first (undated last), at most OPEN_TASKS.
+    open_tasks: tuple[OpenTask, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,7 +299,7 @@ async def _cards(session: AsyncSession, match_key: str) -> tuple[CallerMatch, ..
     await _read_accounts(session, found)
     owners = await _read_owners(session, {f.owner_id for f in found if f.owner_id is not None})
     deals = await _read_open_opportunities(session, found)
-    recent = await _read_recent_activities(session, [f.ref for f in found])
+    recent, tasks = await _read_history(session, [f.ref for f in found])
     return tuple(
         CallerMatch(
             record_type=f.ref[0],
@@ -295,6 +310,7 @@ async def _cards(session: AsyncSession, match_key: str) -> tuple[CallerMatch, ..
             open_opportunities=deals.get(f.ref, ()),
             open_tickets=(),
             last_activities=recent.get(f.ref, ()),
+            open_tasks=tasks.get(f.ref, ()),
         )
         for f in found
     )
@@ -393,40 +409,63 @@ async def _read_open_opportunities(
     return {ref: tuple(each) for ref, each in deals.items()}
 
 
-async def _read_recent_activities(
+async def _read_history(
     session: AsyncSession, refs: Sequence[RecordRef]
-) -> dict[RecordRef, tuple[RecentActivity, ...]]:
-    """Each record's newest live activities, as ``store.activities.timeline`` orders them.
+) -> tuple[dict[RecordRef, tuple[RecentActivity, ...]], dict[RecordRef, tuple[OpenTask, ...]]]:
+    """Each record's newest live activities (as ``store.activities.timeline`` orders them)
+    and its open tasks (planned, soonest due first), in one query.
 
-    One branch per record, each a short backward scan of the timeline index that
-    stops after a few rows, rather than ranking a long history with a window.  A
-    number held by more than ``_UNION_CHUNK`` records takes one query per chunk.
+    Two branches per record, each a scan of the record's range of the timeline
+    index: the recent branch stops after a few rows; the task branch keeps the
+    record's planned tasks, so it reads the record's links and probes each
+    activity by primary key.  A number held by more than ``_RECORDS_PER_QUERY``
+    records takes one query per chunk.
     """
     recent: dict[RecordRef, list[RecentActivity]] = {ref: [] for ref in refs}
-    for start in range(0, len(refs), _UNION_CHUNK):
-        branches = [
-            select(
-                ActivityLink.record_type, ActivityLink.record_id, Activity.id, Activity.kind,
-                Activity.subject, ActivityLink.occurred_at,
+    tasks: dict[RecordRef, list[OpenTask]] = {ref: [] for ref in refs}
+    for start in range(0, len(refs), _RECORDS_PER_QUERY):
+        branches = []
+        for record_type, record_id in refs[start : start + _RECORDS_PER_QUERY]:
+            linked = (
+                select(ActivityLink.record_type, ActivityLink.record_id, Activity.id,
+                       Activity.kind, Activity.subject)
+                .join(ActivityLink, ActivityLink.activity_id == Activity.id)
+                .where(ActivityLink.record_type == record_type,
+                       ActivityLink.record_id == record_id, Activity.deleted_at.is_(None))
+            )  # fmt: skip
+            branches.append(
+                linked.add_columns(literal("recent").label("part"), ActivityLink.occurred_at)
+                .order_by(ActivityLink.occurred_at.desc(), Activity.id.desc())
+                .limit(RECENT_ACTIVITIES)
+                .subquery()
+                .select()
             )
-            .join(ActivityLink, ActivityLink.activity_id == Activity.id)
-            .where(
-                ActivityLink.record_type == record_type, ActivityLink.record_id == record_id,
-                Activity.deleted_at.is_(None),
-            )
-            .order_by(ActivityLink.occurred_at.desc(), Activity.id.desc())
-            .limit(RECENT_ACTIVITIES)
-            .subquery()
-            .select()
-            for record_type, record_id in refs[start : start + _UNION_CHUNK]
-        ]  # fmt: skip
-        query = branches[0] if len(branches) == 1 else union_all(*branches)
-        for record_type, record_id, activity_id, kind, subject, at in await session.execute(query):
-            activity = RecentActivity(activity_id, str(kind), subject, at)
-            recent[(record_type, record_id)].append(activity)
+            branches.append(
+                linked.add_columns(literal("task").label("part"), Activity.due_at)
+                .where(Activity.kind == ActivityKind.TASK,
+                       Activity.status == ActivityStatus.PLANNED)
+                .order_by(Activity.due_at.is_(None), Activity.due_at, Activity.id)
+                .limit(OPEN_TASKS)
+                .subquery()
+                .select()
+            )  # fmt: skip
+        query = union_all(*branches)
+        for record_type, record_id, activity_id, kind, subject, part, at in await session.execute(
+            query
+        ):
+            ref = (record_type, record_id)
+            if part == "task":
+                tasks[ref].append(OpenTask(activity_id, subject, at))
+            else:
+                recent[ref].append(RecentActivity(activity_id, str(kind), subject, at))
     for each in recent.values():
         each.sort(key=lambda a: (a.occurred_at, a.id), reverse=True)
-    return {ref: tuple(each) for ref, each in recent.items()}
+    for due in tasks.values():
+        due.sort(key=lambda task: (task.due_at is None, task.due_at or dt.datetime.min, task.id))
+    return (
+        {ref: tuple(each) for ref, each in recent.items()},
+        {ref: tuple(each) for ref, each in tasks.items()},
+    )
 
 
 class PhoneIndexReader:

@@ -1,5 +1,5 @@
 """Administration pages: users, roles, teams, pipeline stages, mail templates and rules,
-the inbound quarantine, and the configured connections.
+the inbound quarantine, the configured connections and the web sites' lead forms.
 
 Each section is its own module (``web/admin_*.py``); this one has the
 overview and puts them on the application.  Every handler checks the admin
@@ -21,6 +21,7 @@ from store.models import (
     Role,
     Team,
     User,
+    WebForm,
 )
 from web.admin_base import ADMIN_SERVICES_KEY, ADMIN_STORE_KEY, AdminServices, admin_viewer
 from web.admin_connections import add_connection_routes
@@ -31,6 +32,7 @@ from web.admin_stages import add_stage_routes
 from web.admin_teams import add_team_routes
 from web.admin_templates import add_template_routes
 from web.admin_users import add_user_routes
+from web.admin_webforms import add_webform_admin_routes
 from web.render import render
 
 
@@ -44,6 +46,7 @@ async def overview(request: web.Request) -> web.Response:
         "templates": None,
         "rules": None,
         "quarantine": InboundJournal.state == JournalState.QUARANTINED,
+        "webforms": WebForm.revoked_at.is_(None),
     }
     models = {
         "users": User,
@@ -53,6 +56,7 @@ async def overview(request: web.Request) -> web.Response:
         "templates": MailTemplate,
         "rules": MailRule,
         "quarantine": InboundJournal,
+        "webforms": WebForm,
     }
     counts: dict[str, int] = {}
     async with request.app[ADMIN_STORE_KEY].session() as session:
@@ -85,3 +89,4 @@ def add_admin_routes(
     add_rule_routes(app)
     add_quarantine_routes(app)
     add_connection_routes(app)
+    add_webform_admin_routes(app)

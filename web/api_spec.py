@@ -56,6 +56,12 @@ class Operation:
     public: bool = False  # served without a token
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A security scheme of the document's that the call carries instead of a bearer token.
+    security: str | None = None
+    # The media types its body may be sent as (each with the body's schema).
+    body_types: tuple[str, ...] = ("application/json",)
+    # Headers an answer carries, by status: {303: {"Location": "the thank-you page"}}.
+    headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def route(self) -> str:

@@ -3,8 +3,11 @@
 The site posts its form (``application/x-www-form-urlencoded``, multipart, or
 JSON from a script) with the form's key in the ``X-Form-Key`` header or a
 hidden ``_form_key`` field, never in the URL, where logs and referrers keep
-it.  Keys are made with ``rapport webform create`` and kept as SHA-256
-(``store/web_forms.py``, which also files the lead and finds duplicates).
+it.  Keys are made, revoked and rotated with ``rapport webform`` or on
+/admin/webforms and kept as SHA-256 (``store/web_forms.py``, which also files
+the lead and finds duplicates); a revoked or rotated-away key is refused (401).
+The operation is declared (``LEAD_FORM_OPERATION``) and documented in
+/api/v1/openapi.json with the form key as its security scheme.
 
 Defences, cheapest first: a per-address limit (``FormRateLimit``, 429), a body
 size limit (413), the key (401), the page's origin (403 unless the form lists
@@ -21,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -31,7 +34,8 @@ from pydantic import ValidationError as PydanticError
 
 from store.db import Store
 from store.web_forms import allowed_origins, capture_lead, form_for_key
-from web.api_models import _value_type, problems_of
+from web.api_models import Error, Problems, _value_type, problems_of
+from web.api_spec import Operation
 from web.modules import LEADS
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,26 @@ def _submission_model() -> type[BaseModel]:
 
 
 WebFormSubmission = _submission_model()
+
+
+# For the document only: posts are read by ``_fields`` and ``_checked``.
+class LeadFormPost(WebFormSubmission):  # type: ignore[misc,valid-type]
+    """A site's form: the lead's fields, its key, the honeypot; other fields go into the note."""
+
+    model_config = ConfigDict(extra="allow", title="LeadFormPost")
+    form_key: str | None = Spec(
+        None, alias=FORM_KEY_FIELD, description=f"The form's key, if not in {FORM_KEY_HEADER}."
+    )
+    homepage: str | None = Spec(
+        None, description="The honeypot: hidden from people, left empty; a post with it "
+        "filled in is answered as filed and nothing is stored.",
+    )  # fmt: skip
+
+
+class Received(BaseModel):
+    """A post filed (or dropped by the honeypot: the answer is the same)."""
+
+    status: Literal["received"]
 
 
 def _checked(fields: Mapping[str, str]) -> tuple[dict[str, Any], str, dict[str, str]]:
@@ -187,7 +211,7 @@ async def post_lead(request: web.Request) -> web.StreamResponse:
 def _received(request: web.Request, thank_you: str | None, cors: dict[str, str]) -> web.Response:
     """The same answer whether filed or dropped, so a bot cannot tell the honeypot."""
     if thank_you and request.content_type != "application/json":
-        raise web.HTTPSeeOther(thank_you, headers=cors)
+        raise web.HTTPSeeOther(thank_you, headers=cors, text="")  # no body, as documented
     return web.json_response({"status": "received"}, status=201, headers=cors)
 
 
@@ -206,8 +230,31 @@ async def preflight(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+LEAD_FORM_OPERATION = Operation(
+    "POST", "/forms/lead", post_lead, "post_lead_form", "A company site's form files a lead",
+    "Web forms",
+    {201: (Received, "filed (a script's JSON post)"),
+     303: (None, "filed: a browser's form post is sent on to the form's thank-you page"),
+     401: (Error, "no form key, an unknown one, or a revoked or rotated-away one"),
+     403: (Error, "the post's Origin is not one of the form's sites"),
+     413: (Error, f"a body over {MAX_FORM_BYTES // 1024} KB"),
+     415: (Error, "a body that is neither a form nor a JSON object"),
+     422: (Problems, "a name and an email address or phone number are needed; bad values"),
+     429: (Error, f"more than {POSTS_PER_WINDOW} posts from one address in "
+                 f"{WINDOW_S // 60} minutes")},
+    body=LeadFormPost, security="formKey",
+    body_types=("application/x-www-form-urlencoded", "multipart/form-data", "application/json"),
+    headers={303: {"Location": "the form's thank-you page"},
+             429: {"Retry-After": "seconds until this address may post again"}},
+    description="A site's form posts here as a browser form or as JSON from a script. Fields "
+    "not listed go into the lead's note. Someone already known by email or phone gets a "
+    "note on their contact or open lead rather than a new lead. A browser's page may post "
+    "only from the sites the form lists (CORS, `Origin`); a server's post has no Origin.",
+)  # fmt: skip
+
+
 def add_webform_routes(app: web.Application, store: Store) -> None:
     app[WEBFORM_STORE_KEY] = store
     app[FORM_LIMIT_KEY] = FormRateLimit()
-    app.router.add_post("/forms/lead", post_lead)
+    app.router.add_route(LEAD_FORM_OPERATION.method, LEAD_FORM_OPERATION.route, post_lead)
     app.router.add_route("OPTIONS", "/forms/lead", preflight)

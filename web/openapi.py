@@ -19,6 +19,7 @@ from web.api import preview_mail, send_mail
 from web.api_models import Error, MailPreview, MailQueued, MailRendered, MailSend
 from web.api_records import OPERATIONS
 from web.api_spec import Operation, refusals
+from web.api_webforms import FORM_KEY_HEADER, LEAD_FORM_OPERATION
 
 REF = "#/components/schemas/{model}"
 
@@ -53,7 +54,7 @@ OPENAPI_OPERATION = Operation(
     "GET", "/api/v1/openapi.json", openapi_json, "openapi", "This document", "API",
     {200: (OpenApiDocument, "the OpenAPI 3.1 document")}, public=True,
 )  # fmt: skip
-DOCUMENTED = [*OPERATIONS, *MAIL_OPERATIONS, OPENAPI_OPERATION]
+DOCUMENTED = [*OPERATIONS, *MAIL_OPERATIONS, OPENAPI_OPERATION, LEAD_FORM_OPERATION]
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -102,16 +103,24 @@ def document() -> dict[str, Any]:
             entry["description"] = op.description
         if op.public:
             entry["security"] = []
+        elif op.security is not None:
+            entry["security"] = [{op.security: []}]
         parameters = _parameters(op)
         if parameters:
             entry["parameters"] = parameters
         if op.body is not None:
+            schema = refs[(op.body, "validation")]
             entry["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+                "content": {kind: {"schema": schema} for kind in op.body_types},
             }
         for status, (model, said) in sorted(op.answers.items()):
             answer: dict[str, Any] = {"description": said}
+            if status in op.headers:
+                answer["headers"] = {
+                    name: {"description": what, "schema": {"type": "string"}}
+                    for name, what in op.headers[status].items()
+                }
             if model is not None:
                 schema = refs[(model, "serialization")]
                 answer["content"] = {"application/json": {"schema": schema}}
@@ -124,14 +133,25 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "Every call acts as the user whose token it carries "
             "(`rapport token create --user NAME`), with their role's permissions and record "
-            "scope: a record outside the scope answers 404, as one that does not exist.",
+            "scope: a record outside the scope answers 404, as one that does not exist. "
+            "`POST /forms/lead` is not called with a token: a company site's form posts it "
+            "with its form key (`rapport webform create`, or the admin page /admin/webforms).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "formKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": FORM_KEY_HEADER,
+                    "description": "A web form's key; a browser's form may send it as the "
+                    "hidden field `_form_key` instead. It files leads through its form only.",
+                },
+            },
         },
     }
 

@@ -140,7 +140,12 @@ class WebForm(IdMixin, TimestampMixin, Base):
     allowed_origins: Mapped[list[str]] = mapped_column(default=list)
     thank_you_url: Mapped[str | None] = mapped_column(String(500), default=None)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Switched off: its key is refused like a wrong one.  A new key switches it on again.
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # When the current key was made (at creation or the last rotation), and its last
+    # characters, so an admin can tell which key a site's page carries without the key.
+    key_made_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    key_hint: Mapped[str | None] = mapped_column(String(8), default=None)
 
 
 class WebSession(Base):

@@ -23,8 +23,9 @@ from sqlalchemy import select
 
 from asterisk import service as service_module
 from asterisk.client import AmiSettings
-from asterisk.service import PbxService, PhoneSettings
-from store.activities import timeline
+from asterisk.service import PbxService, PhoneSettings, caller_card
+from store.activities import log_activity, timeline
+from store.callers import find_callers
 from store.calls import CallFacts
 from store.db import Store, open_store
 from store.identity import index_record
@@ -282,3 +283,29 @@ async def test_a_finished_call_waits_for_the_store_and_is_written_once_it_is_bac
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+
+
+async def test_the_card_lists_open_tasks_with_due_time_and_overdue_mark(store: Store) -> None:
+    now = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    async with store.session() as session, session.begin():
+        caller = Contact(last_name="王", mobile="186 0000 3333")
+        stranger = Contact(last_name="赵", mobile="186 0000 4444")
+        session.add_all([caller, stranger])
+        await session.flush()
+        for record in (caller, stranger):
+            await index_record(session, record, PLAN.region)
+        for subject, due, status, record in (
+            ("回电话", now - dt.timedelta(hours=2), "planned", caller),
+            ("发报价", now + dt.timedelta(days=1), "planned", caller),
+            ("已完成", now - dt.timedelta(days=1), "done", caller),
+            ("别人的", now - dt.timedelta(days=1), "planned", stranger),
+        ):
+            await log_activity(session, kind="task", subject=subject, records=[record],
+                               due_at=due, status=status, occurred_at=now)  # fmt: skip
+        lookup = await find_callers(session, "18600003333", PLAN.region)
+    [card] = caller_card(lookup, now=now)
+    assert [(t["subject"], t["due"], t["overdue"]) for t in card["tasks"]] == [
+        ("回电话", (now - dt.timedelta(hours=2)).isoformat(), True),
+        ("发报价", (now + dt.timedelta(days=1)).isoformat(), False),
+    ]
+    assert card["tickets"] == [] and len(card["activities"]) == 3

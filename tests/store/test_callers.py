@@ -23,6 +23,7 @@ from store.activities import log_activity
 from store.callers import (
     AccountRef,
     CallerLookup,
+    OpenTask,
     OwnerRef,
     PhoneIndexReader,
     RecentActivity,
@@ -34,6 +35,7 @@ from store.identity import index_record
 from store.models import (
     Account,
     AccountContact,
+    Activity,
     Contact,
     Lead,
     Opportunity,
@@ -233,7 +235,7 @@ async def test_the_card_shows_account_owner_open_deals_and_recent_history(
         ("年度合同", "Prospecting", None, "CNY"),
         ("钢管", "Proposal", Decimal("12000.50"), "CNY"),
     ]
-    assert person.open_tickets == ()
+    assert person.open_tickets == () and person.open_tasks == ()
     assert person.last_activities == tuple(
         RecentActivity(a.id, a.kind, a.subject, a.occurred_at) for a in activities[5:0:-1]
     )
@@ -429,3 +431,43 @@ async def test_the_phone_index_reader_finds_what_a_session_finds(store: Store) -
         assert await reader.match_ids("+86 186 0000 1234", CHENGDU) == [("contact", late.id)]
     finally:
         await reader.aclose()
+
+
+async def test_the_card_shows_each_records_open_tasks_soonest_first(session: AsyncSession) -> None:
+    contact = Contact(last_name="张", mobile="13912345678")
+    other = Contact(last_name="李", mobile="13700000000")
+    await add(session, contact, other)
+    day = dt.timedelta(days=1)
+
+    async def task(subject: str, due: dt.datetime | None, record: Contact = contact,
+                   status: str = "planned") -> int:  # fmt: skip
+        made = await log_activity(session, kind="task", subject=subject, records=[record],
+                                  occurred_at=T0, due_at=due, status=status)  # fmt: skip
+        return made.id
+
+    later = await task("寄样品", T0 + 3 * day)
+    overdue = await task("回电话", T0 - day)
+    undated = await task("有空时拜访", None)
+    soon = await task("发报价", T0 + day)
+    for n in range(3):
+        await task(f"跟进{n}", T0 + (4 + n) * day)  # the sixth and seventh are not shown
+    await task("已完成", T0, status="done")
+    await task("已取消", T0, status="cancelled")
+    binned = await task("回收站", T0)
+    await task("别人的", T0, record=other)
+    await log_activity(session, kind="note", subject="不是任务", records=[contact],
+                       occurred_at=T0 + day)  # fmt: skip
+    deleted = await session.get(Activity, binned)
+    assert deleted is not None
+    deleted.deleted_at = T0
+    await session.flush()
+
+    [match] = (await find_callers(session, "13912345678", CHENGDU)).matches
+    assert [t.id for t in match.open_tasks[:4]] == [overdue, soon, later, match.open_tasks[3].id]
+    assert [t.subject for t in match.open_tasks] == ["回电话", "发报价", "寄样品", "跟进0", "跟进1"]
+    assert match.open_tasks[0] == OpenTask(overdue, "回电话", T0 - day)
+    assert undated not in {t.id for t in match.open_tasks}  # undated ones come last
+    # The recent list is as before: the newest activities, tasks among them.
+    assert match.last_activities[0].subject == "不是任务"
+    [few] = (await find_callers(session, "13700000000", CHENGDU)).matches
+    assert [t.subject for t in few.open_tasks] == ["别人的"]

@@ -11,7 +11,17 @@ from store.errors import NotFound, ValidationError
 from store.identity import index_record
 from store.models import Contact, Lead, User, WebForm
 from store.users import create_user
-from store.web_forms import allowed_origins, capture_lead, create_web_form, form_for_key
+from store.web_forms import (
+    allowed_origins,
+    capture_lead,
+    create_web_form,
+    form_for_key,
+    list_web_forms,
+    revoke_web_form,
+    rotate_web_form_key,
+    update_web_form,
+    web_form_named,
+)
 
 
 async def test_a_key_is_kept_hashed_and_finds_its_live_form(session: AsyncSession) -> None:
@@ -68,3 +78,52 @@ async def test_one_person_is_one_lead_and_a_customer_gets_a_note(session: AsyncS
     ]
     assert await session.scalar(select(func.count()).select_from(Lead)) == 1
     assert await session.get(User, owner.id) is not None
+
+
+async def test_a_revoked_or_rotated_away_key_finds_no_form(session: AsyncSession) -> None:
+    await create_user(session, "sales", None)
+    await create_user(session, "li", None)
+    key = await create_web_form(session, "contact-us", origins=["https://www.jinlong.cn"])
+    form = await web_form_named(session, "contact-us")
+    assert form.key_hint == key[-4:] and form.key_made_at is not None
+    made = form.key_made_at
+
+    await revoke_web_form(session, form)
+    assert form.revoked_at is not None
+    assert await form_for_key(session, key) is None
+    assert await allowed_origins(session) == set()
+    [row] = await list_web_forms(session)
+    assert (row.name, row.active) == ("contact-us", False)
+
+    # A new key switches the form back on; the old key stays dead.
+    new_key = await rotate_web_form_key(session, form)
+    assert new_key != key and new_key.startswith("rpf_")
+    assert await form_for_key(session, key) is None
+    found = await form_for_key(session, new_key)
+    assert found is not None and found.id == form.id and found.key_hint == new_key[-4:]
+    assert form.key_made_at is not None and form.key_made_at >= made
+    again = await rotate_web_form_key(session, form)
+    assert await form_for_key(session, new_key) is None
+    assert await form_for_key(session, again) is not None
+
+    await update_web_form(session, form, owner="li", thank_you_url="https://www.jinlong.cn/ok",
+                          origins=["HTTPS://WWW.Jinlong.cn:8443/", "http://[::1]:8080"])  # fmt: skip
+    [row] = await list_web_forms(session)
+    assert (row.owner, row.origins, row.thank_you_url, row.active) == (
+        "li", ("https://www.jinlong.cn:8443", "http://[::1]:8080"), "https://www.jinlong.cn/ok",
+        True)  # fmt: skip
+    for origins, thanks in (
+        (["https://www.jinlong.cn/contact"], None),
+        (["ftp://www.jinlong.cn"], None),
+        (["https://user@www.jinlong.cn"], None),
+        (["https://www.jinlong.cn:99999"], None),
+        ([], "javascript:alert(1)"),
+        ([], "/thanks.html"),
+    ):
+        with pytest.raises(ValidationError):
+            await update_web_form(session, form, owner=None, origins=origins,
+                                  thank_you_url=thanks)  # fmt: skip
+    with pytest.raises(NotFound):
+        await update_web_form(session, form, owner="nobody", origins=[], thank_you_url=None)
+    with pytest.raises(NotFound):
+        await web_form_named(session, "other")

@@ -123,6 +123,20 @@ def operations(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, An
             yield method.upper(), path, operation
 
 
+def token_operations(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The operations a bearer token (or nothing) calls.
+
+    The lead form is walked by its own test below: it takes a form key, not a
+    token (a token is no key: 401, never 403), it limits posts per address (a
+    walk's dozens of calls would meet 429), and it takes form bodies and fields
+    the document does not list, so the JSON walk's "unknown field" and "not a
+    string" refusals do not apply.
+    """
+    for method, path, operation in operations(spec):
+        if {"formKey": []} not in operation.get("security", ()):
+            yield method, path, operation
+
+
 def _named(errors: Mapping[str, str], where: str) -> bool:
     """A problem is reported for ``where`` (or for a part of it, or the field it is part of)."""
     return any(k == where or k.startswith(where + ".") or where.startswith(k + ".") for k in errors)
@@ -167,12 +181,18 @@ async def test_document_and_router_list_the_same_operations(store: Store) -> Non
         spec = await answer.json()
     assert spec["openapi"] == "3.1.0"
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert spec["components"]["securitySchemes"]["formKey"] == {
+        "type": "apiKey", "in": "header", "name": "X-Form-Key",
+        "description": spec["components"]["securitySchemes"]["formKey"]["description"]}  # fmt: skip
+    assert spec["paths"]["/forms/lead"]["post"]["security"] == [{"formKey": []}]
     documented = {(method, path) for method, path, _ in operations(spec)}
+    # The lead form is documented too; its CORS preflight (OPTIONS) is for browsers, not callers.
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.resource is not None and route.resource.canonical.startswith("/api/v1/")
-        and route.method != "HEAD"
+        if route.resource is not None and route.method not in ("HEAD", "OPTIONS")
+        and (route.resource.canonical.startswith("/api/v1/")
+             or route.resource.canonical == "/forms/lead")
     }  # fmt: skip
     assert documented == served
     for schema in spec["components"]["schemas"].values():
@@ -194,7 +214,7 @@ async def test_valid_requests_succeed_and_invalid_ones_name_their_problem(store:
         spec = await (await client.get("/api/v1/openapi.json")).json()
         walk = Walk(client, spec, headers)
         walk.context = context
-        for method, template, operation in operations(spec):
+        for method, template, operation in token_operations(spec):
             success = min(int(s) for s in operation["responses"] if s.startswith("2"))
             path = template
             if "{id}" in template:
@@ -283,7 +303,7 @@ async def test_refusals_are_the_documented_ones(store: Store) -> None:
         spec = await (await client.get("/api/v1/openapi.json")).json()
         walk = Walk(client, spec, headers)
         walk.context = context
-        for method, template, operation in operations(spec):
+        for method, template, operation in token_operations(spec):
             has_id = "{id}" in template
             path = template
             if has_id:
@@ -305,3 +325,50 @@ async def test_refusals_are_the_documented_ones(store: Store) -> None:
         huge = io.BytesIO(json.dumps({"last_name": "x" * (1024 * 1024 + 10)}).encode())
         await walk.call("POST", "/api/v1/leads", "/api/v1/leads", data=huge, expect=413,
                         headers={**headers, "Content-Type": "application/json"})  # fmt: skip
+
+
+async def test_the_lead_form_gives_every_documented_answer(store: Store) -> None:
+    """Each status the document gives ``POST /forms/lead``, called as a site would."""
+    from store.web_forms import create_web_form, revoke_web_form, web_form_named
+    from web.api_webforms import FORM_LIMIT_KEY, FormRateLimit
+
+    site, thanks = "https://www.jinlong.cn", "https://www.jinlong.cn/thanks.html"
+    async with store.session() as session, session.begin():
+        key = await create_web_form(session, "contact-us", origins=[site], thank_you_url=thanks)
+        old = await create_web_form(session, "old-form")
+        await revoke_web_form(session, await web_form_named(session, "old-form"))
+    app = create_app(store)
+    app[FORM_LIMIT_KEY] = FormRateLimit(most=9)  # the tenth post below is one too many
+    template = "/forms/lead"
+    async with TestClient(TestServer(app)) as client:
+        spec = await (await client.get("/api/v1/openapi.json")).json()
+        operation = spec["paths"][template]["post"]
+        assert set(operation["requestBody"]["content"]) == {
+            "application/x-www-form-urlencoded", "multipart/form-data", "application/json"}  # fmt: skip
+        documented = {int(status) for status in operation["responses"]}
+        walk = Walk(client, spec, {})
+        body = walk.example(operation["requestBody"]["content"]["application/json"]["schema"],
+                            full=True)  # fmt: skip
+        body.pop("_form_key")
+        body["homepage"] = ""
+        seen: set[int] = set()
+
+        async def call(expect: int, headers: dict[str, str], **kw: Any) -> Any:
+            status, said = await walk.call("POST", template, template, expect=expect,
+                                           headers=headers, allow_redirects=False, **kw)  # fmt: skip
+            seen.add(status)
+            return said
+
+        with_key = {"X-Form-Key": key}
+        await call(201, with_key, json=body)  # built from the document's own examples
+        form = {"_form_key": key, "name": "陈", "email": "chen@jinlong.cn", "homepage": ""}
+        await call(303, {"Origin": site}, data=form)
+        for refused in ({}, {"X-Form-Key": old}, {"Authorization": "Bearer rpt_forged"}):
+            await call(401, refused, json=body)
+        await call(403, {**with_key, "Origin": "https://evil.example"}, json=body)
+        await call(413, with_key, json={"message": "x" * (17 * 1024)})
+        await call(415, {**with_key, "Content-Type": "text/plain"}, data=b"hello")
+        said = await call(422, with_key, json={"email": "not an address"})
+        assert set(said["errors"]) == {"email", "last_name"}
+        await call(429, with_key, json=body)
+    assert seen == documented

@@ -1,7 +1,17 @@
-// Admin pages: a form marked data-confirm asks before it is sent (deleting for good).
+// Admin pages: a form marked data-confirm asks before it is sent (deleting, revoking a key).
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
     event.preventDefault();
   }
+});
+
+// A button marked data-copy copies the text of the element it names (a key, a snippet).
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("button[data-copy]") : null;
+  const source = button && document.getElementById(button.dataset.copy);
+  if (!source) return;
+  const text = "value" in source ? source.value : source.textContent;
+  if ("select" in source) source.select(); // shown selected: Ctrl+C works where the clipboard API does not
+  if (navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
 });

@@ -85,10 +85,19 @@
     show(parts);
   }
 
-  function list(title, items) {
+  function list(title, items, classes) {
     const ul = el("ul");
-    for (const item of items) { const li = el("li"); li.append(...item); ul.appendChild(li); }
+    items.forEach((item, i) => {
+      const li = el("li", null, classes && classes[i] ? { class: classes[i] } : {});
+      li.append(...item);
+      ul.appendChild(li);
+    });
     return [el("h4", title), ul];
+  }
+
+  function when(iso) {
+    const at = new Date(iso);
+    return at.toLocaleDateString(lang) + " " + at.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
   }
 
   function card(match) {
@@ -107,9 +116,15 @@
       return [link(o.name, recordHref("opportunity:" + o.id)), el("span", facts.length ? " · " + facts.join(" · ") : "", { class: "muted" })];
     });
     if (deals.length) box.append(...list(word("deals", "Open deals"), deals));
-    // Tasks, once the PBX side's card carries them ({subject}); it does not yet.
-    const tasks = (match.tasks || []).map((task) => [el("span", task.subject || task.name || "")]);
-    if (tasks.length) box.append(...list(word("tasks", "Open tasks"), tasks));
+    // Open tasks, soonest due first: each links to the record's timeline, where it is done.
+    const open = match.tasks || [];
+    const tasks = open.map((task) => {
+      const parts = [link(task.subject, recordHref(match.record))];
+      if (task.due) parts.push(el("span", " · " + word("due", "Due") + " " + when(task.due), { class: "muted" }));
+      if (task.overdue) parts.push(" ", el("strong", word("overdue", "overdue"), { class: "error" }));
+      return parts;
+    });
+    if (tasks.length) box.append(...list(word("tasks", "Open tasks"), tasks, open.map((t) => (t.overdue ? "overdue" : ""))));
     // The card's activities carry no ids: each links to the record's timeline.
     const recent = (match.activities || []).map((a) => {
       const day = a.at ? new Date(a.at).toLocaleDateString(lang) + " " : "";
