@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # Debian packages the tests drive for real: Dovecot (IMAP), Chromium (UI) with a Chinese font
 # for its screenshots, wrk (benchmarks).
 TEST_DEBS := dovecot-imapd chromium fonts-wqy-microhei wrk
+# The suite mostly waits (databases, Dovecot, daemons, a browser), so it runs in more
+# processes than there are cores; the browser tests share one worker (tests/browser/conftest.py).
+TEST_WORKERS ?= 3
 
 .PHONY: run test install install-test debs lint typecheck check-config bench clean
 
@@ -44,7 +47,7 @@ typecheck: install-test
 
 ## test: install what the tests need, then lint, type-check and run the whole suite.
 test: install-test debs lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 check-config: install
 	$(BIN)/rapport check-config

@@ -80,11 +80,15 @@ REGION = PhoneRegion(country="CN", area_code="028")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here runs in the loop its shared daemon, AMI server and browser live in."""
+    """Every test here runs in the loop its shared daemon, AMI server and browser live in,
+    and under pytest-xdist on one worker (``--dist loadgroup``), so the world starts once."""
     shared = pytest.mark.asyncio(loop_scope="package")
+    one_worker = pytest.mark.xdist_group("browser")
     for item in items:
-        if pytest_asyncio.is_async_test(item) and HERE in Path(str(item.path)).parents:
-            item.add_marker(shared, append=False)
+        if HERE in Path(str(item.path)).parents:
+            item.add_marker(one_worker)
+            if pytest_asyncio.is_async_test(item):
+                item.add_marker(shared, append=False)
 
 
 @dataclass
