@@ -17,8 +17,7 @@ from daemon.supervisor import Supervisor
 from scanner.pipeline import MailPipeline
 from store.errors import ValidationError
 from store.models import MailTemplate
-from tracking.templates import _FIELDS as MERGE_FIELDS
-from tracking.templates import render
+from tracking.templates import MERGE_FIELDS, render
 from web.admin_base import AdminServices, ReplayOutcome, TemplateCheck
 
 # Typed samples where a template may format the value (``{{ opportunity.amount | round }}``).

@@ -28,7 +28,8 @@ from tracking.outbox import Draft, queue_mail
 FALLBACK_LANGUAGES = ("zh-CN", "en")
 _TEXT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _HTML = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
+# The fields of each record a template may merge (also what the admin page samples).
+MERGE_FIELDS: dict[type[Any], tuple[str, ...]] = {
     Contact: ("first_name", "last_name", "title", "email", "phone", "mobile"),
     Lead: ("first_name", "last_name", "company", "title", "email", "phone", "mobile"),
     Account: ("name", "website", "industry", "email", "phone", "city"),
@@ -86,7 +87,7 @@ def render(template: MailTemplate, fields: Mapping[str, Any]) -> Rendered:
 
 
 def _as_fields(record: Any) -> dict[str, Any]:
-    names = _FIELDS[type(record)]
+    names = MERGE_FIELDS[type(record)]
     return {name: getattr(record, name, None) for name in names}
 
 
