@@ -17,6 +17,8 @@ from store.leads import convert_lead
 from store.models import ActivityKind, ActivityStatus
 from store.pipeline import advance_stage
 from store.records import acting_as
+from store.recurrence import Rule, start_series
+from store.reminders import set_reminder
 from web.api_models import (
     RECORDS,
     Activity,
@@ -71,6 +73,19 @@ async def create_activity(request: web.Request) -> web.Response:
                 errors[f"records.{n}"] = "no such record in your scope"
             else:
                 linked.append(found)
+        rule = None
+        if body.repeat is not None:
+            try:
+                rule = Rule(body.repeat.freq, body.repeat.interval, count=body.repeat.count,
+                            until=body.repeat.until)  # fmt: skip
+            except ValueError:
+                errors["repeat"] = "a rule ends after a count or on a day, not both"
+        timed = body.due_at if body.kind == "task" else body.occurred_at
+        if (body.remind_minutes is not None or rule is not None) and timed is None:
+            field = "remind_minutes" if body.remind_minutes is not None else "repeat"
+            errors[field] = "needs a due_at (a task) or an occurred_at (the rest)"
+        if body.ends_at and body.occurred_at and body.ends_at < body.occurred_at:
+            errors["ends_at"] = "before occurred_at"
         if errors:
             raise problems(errors)
         planned = body.kind in PLANNED_KINDS
@@ -79,8 +94,11 @@ async def create_activity(request: web.Request) -> web.Response:
             activity = await log_activity(
                 session, kind=body.kind, subject=body.subject, body=body.body, records=linked,
                 occurred_at=body.occurred_at, owner_id=viewer.user_id, due_at=body.due_at,
-                status=ActivityStatus(status),
+                status=ActivityStatus(status), ends_at=body.ends_at, location=body.location,
             )  # fmt: skip
+            start_series(activity, rule)
+            set_reminder(activity, body.remind_minutes)
+            await session.flush()
         answer = Activity.model_validate(activity).model_dump(mode="json")
     return web.json_response(answer, status=201)
 

@@ -216,6 +216,19 @@ RECORDS: dict[str, RecordModels] = {key: RecordModels(module) for key, module in
 CREATED_KINDS = tuple(k.value for k in ActivityKind if k != ActivityKind.EMAIL)
 
 
+class Repeat(BaseModel):
+    """Repeat daily, weekly or monthly, every ``interval``; after ``count`` times or until a
+    day (one of the two, or neither to repeat without end)."""
+
+    model_config = ConfigDict(
+        **BODY, json_schema_extra={"examples": [{"freq": "weekly", "interval": 1, "count": 8}]}
+    )
+    freq: Literal["daily", "weekly", "monthly"]
+    interval: Annotated[int, Spec(ge=1, le=99)] = 1
+    count: Annotated[int, Spec(ge=1, le=999)] | None = None
+    until: dt.date | None = Spec(None, description="the last day, in the owner's time zone")
+
+
 class ActivityCreate(BaseModel):
     """A note, task, meeting, call or visit, linked to the records it concerns."""
 
@@ -225,10 +238,16 @@ class ActivityCreate(BaseModel):
     body: Annotated[str, Spec(max_length=20000)] = ""
     records: Annotated[list[RecordRef], Spec(min_length=1, max_length=20)]
     occurred_at: AwareDatetime | None = Spec(None, description="when it happened or starts")
+    ends_at: AwareDatetime | None = None
     due_at: AwareDatetime | None = None
+    location: Annotated[str, Spec(max_length=255)] | None = None
     status: Literal[tuple(s.value for s in ActivityStatus)] | None = Spec(  # type: ignore[valid-type]
         None, description="planned for tasks and meetings, done for the rest, unless given"
     )
+    remind_minutes: Annotated[int, Spec(ge=0, le=10080)] | None = Spec(
+        None, description="remind the owner this long before the due time (a task) or the start"
+    )
+    repeat: Repeat | None = None
 
 
 class Activity(BaseModel):
@@ -241,10 +260,14 @@ class Activity(BaseModel):
     body: str
     status: str
     occurred_at: dt.datetime
+    ends_at: dt.datetime | None
     due_at: dt.datetime | None
+    location: str | None
     owner_id: int | None
     email_id: int | None
     call_id: int | None
+    remind_at: dt.datetime | None
+    recurrence: str | None = Spec(description="RFC 5545 RRULE: FREQ=WEEKLY;INTERVAL=1;COUNT=8")
 
 
 class ActivityPage(BaseModel):

@@ -244,6 +244,24 @@ async def test_conversion_stage_moves_activities_and_dialling(store: Store) -> N
         history = await client.get(f"/api/v1/accounts/{made['account_id']}/activities?kind=task",
                                    headers=headers)  # fmt: skip
         assert [a["id"] for a in (await history.json())["items"]] == [task["id"]]
+        # A weekly meeting with a reminder, as the activity form makes one.
+        weekly = await client.post("/api/v1/activities", headers=headers, json={
+            "kind": "meeting", "subject": "周会", "occurred_at": "2030-01-07T09:00:00+08:00",
+            "ends_at": "2030-01-07T10:00:00+08:00", "location": "会议室",
+            "records": [f"account:{made['account_id']}"], "remind_minutes": 15,
+            "repeat": {"freq": "weekly", "count": 4}})  # fmt: skip
+        assert weekly.status == 201, await weekly.text()
+        meeting = await weekly.json()
+        assert meeting["recurrence"] == "FREQ=WEEKLY;INTERVAL=1;COUNT=4"
+        assert dt.datetime.fromisoformat(meeting["remind_at"]) == dt.datetime(
+            2030, 1, 7, 0, 45, tzinfo=dt.UTC)  # fmt: skip
+        assert meeting["location"] == "会议室"
+        unanchored = await client.post("/api/v1/activities", headers=headers, json={
+            "kind": "task", "subject": "x", "records": [f"account:{made['account_id']}"],
+            "remind_minutes": 5, "repeat": {"freq": "daily", "count": 2,
+                                            "until": "2030-01-31"}})  # fmt: skip
+        assert unanchored.status == 422
+        assert set((await unanchored.json())["errors"]) == {"repeat", "remind_minutes"}
 
         async with store.bus.subscribe("DialRequested") as requests:
             dialled = await client.post("/api/v1/calls", headers=headers, json={
