@@ -20,6 +20,7 @@ from tests.peers.local import free_port
 
 RAPPORT = [sys.executable, "-m", "daemon"]
 START_TIMEOUT_S = 30.0
+STOP_BOUND_S = 8.0
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -130,14 +131,16 @@ def test_first_run_serves_health_and_stops_cleanly(daemon: Daemon) -> None:
 
     code, took = daemon.stop(signal.SIGTERM)
     assert code == 0, daemon.stderr
-    assert took < 5.0
+    # About 1 s on a quiet machine; the bound is for a stage that hangs on a timeout, and
+    # leaves room for a machine the rest of the suite (three processes) keeps busy.
+    assert took < STOP_BOUND_S
 
     # A second start finds the admin and does not print a password again.
     before = daemon.stderr.count("password")
     daemon.start("run")
     daemon.wait_healthy()
     code, took = daemon.stop(signal.SIGINT)
-    assert code == 0 and took < 5.0
+    assert code == 0 and took < STOP_BOUND_S
     assert daemon.stderr.count("password") == before
 
 
