@@ -118,7 +118,7 @@ def build_services(config: Config, store: Store, supervisor: Supervisor, metrics
         public = config.web.public_url or ""
         admin = admin_services(config, supervisor, pipeline)
         app = web_app.create_app(
-            store, phone, mail, admin, secure_cookies=public.startswith("https:")
+            store, phone, mail, admin, secure_cookies=public.startswith("https:"), public_url=public
         )
         add_health_routes(app, supervisor, metrics)
         return app

@@ -31,7 +31,7 @@ from store.web_forms import (
 )
 from web.admin_base import admin_viewer, editor, id_of, store_of
 from web.api_webforms import FORM_KEY_FIELD, HONEYPOT
-from web.auth import VIEWER, Viewer
+from web.auth import PUBLIC_URL_KEY, VIEWER, Viewer
 from web.i18n import Translator
 from web.render import render
 
@@ -235,10 +235,13 @@ def snippet(t: Translator, action: str, key: str) -> str:
 def _key_page(request: web.Request, form: WebForm, key: str, *, created: bool) -> web.Response:
     """The key, this once, and a form to paste into the site.
 
-    The form posts to the address this page was reached at: a site whose
-    visitors reach Rapport elsewhere (a public name, a proxy) changes ``action``.
+    The form posts to ``[web] public_url`` when it is set, else to the address
+    this page was reached at (a site whose visitors reach Rapport elsewhere
+    changes ``action``).
     """
-    action = str(request.url.origin().with_path("/forms/lead"))
+    public = request.app.get(PUBLIC_URL_KEY, "")
+    here = str(request.url.origin().with_path("/forms/lead"))
+    action = f"{public}/forms/lead" if public else here
     response = render(
         request,
         "admin/webform_key.html",

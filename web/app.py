@@ -85,6 +85,7 @@ def create_app(
     admin: AdminServices | None = None,
     *,
     secure_cookies: bool = False,
+    public_url: str = "",
 ) -> web.Application:
     app = web.Application(middlewares=[request_id, security_headers, bearer_auth, session_auth])
     app[STORE_KEY] = store
@@ -98,7 +99,7 @@ def create_app(
     env.globals["static"] = static_url
     add_dashboard_routes(app, store)
     app.router.add_static("/static/", STATIC)
-    add_auth_routes(app, store, secure_cookies)
+    add_auth_routes(app, store, secure_cookies, public_url)
     add_records_routes(app, store)
     add_timeline_routes(app, store)
     add_pipeline_routes(app, store)

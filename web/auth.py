@@ -54,6 +54,8 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 AUTH_STORE_KEY = web.AppKey("auth_store", Store)
 SECURE_KEY = web.AppKey("secure_cookies", bool)
+# The site's public address (``[web] public_url``), when a reverse proxy puts it in front.
+PUBLIC_URL_KEY = web.AppKey("public_url", str)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,23 @@ async def _viewer(request: web.Request) -> Viewer | None:
         )
 
 
+def same_site(request: web.Request, origin: str) -> bool:
+    """``origin`` is this site: the host the request came to, or the public address.
+
+    Behind a reverse proxy the Host may be the proxy's upstream name while the
+    browser's Origin is the public one, so ``[web] public_url`` counts too.
+    """
+    try:
+        seen = URL(origin)
+    except ValueError:
+        return False
+    if seen.authority == request.host:
+        return True
+    public = request.app.get(PUBLIC_URL_KEY, "")
+    return bool(public) and (seen.scheme, seen.authority) == (URL(public).scheme,
+                                                              URL(public).authority)  # fmt: skip
+
+
 async def browser_user(request: web.Request) -> int | None:
     """The signed-in user of a same-origin browser request (a websocket handshake), else None.
 
@@ -159,7 +178,7 @@ async def browser_user(request: web.Request) -> int | None:
     cross-site handshakes too, so the Origin must be this site.
     """
     origin = request.headers.get("Origin")
-    if origin is None or URL(origin).authority != request.host:
+    if origin is None or not same_site(request, origin):
         return None
     viewer = await _viewer(request)
     return viewer.user_id if viewer is not None else None
@@ -345,9 +364,12 @@ async def change_password(request: web.Request) -> web.Response:
                   status=422 if errors else 200)  # fmt: skip
 
 
-def add_auth_routes(app: web.Application, store: Store, secure_cookies: bool = False) -> None:
+def add_auth_routes(
+    app: web.Application, store: Store, secure_cookies: bool = False, public_url: str = ""
+) -> None:
     app[AUTH_STORE_KEY] = store
     app[SECURE_KEY] = secure_cookies
+    app[PUBLIC_URL_KEY] = public_url.rstrip("/")
     app[THROTTLE_KEY] = LoginThrottle()
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)

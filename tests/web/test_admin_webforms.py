@@ -109,10 +109,13 @@ async def test_an_admin_creates_edits_revokes_and_rotates_a_form(store: Store) -
 async def test_bad_values_are_shown_beside_their_fields_and_kept(store: Store) -> None:
     await make_user(store, "boss", "admin")
     await make_user(store, "gone", "agent", is_active=False)
-    async with TestClient(TestServer(create_app(store))) as client:
+    app = create_app(store, public_url="https://crm.jinlong.cn")
+    async with TestClient(TestServer(app)) as client:
         csrf = await sign_in(client, "boss")
         first = await post_form(client, "/admin/webforms/new", csrf, {"name": "contact-us"})
         assert first.status == 200
+        # With [web] public_url set, the snippet posts there, not to where the admin is.
+        assert 'action="https://crm.jinlong.cn/forms/lead"' in html.unescape(await first.text())
         typed = {"name": "contact-us", "owner": "gone",
                  "origins": "https://www.jinlong.cn/contact.html\nwww.jinlong.cn",
                  "thank_you_url": "javascript:alert(1)"}  # fmt: skip

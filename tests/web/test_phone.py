@@ -179,6 +179,24 @@ async def test_a_signed_in_browser_of_this_site_is_known_by_its_session(store: S
         await aside.close()
 
 
+async def test_behind_a_proxy_the_public_address_is_this_site(store: Store) -> None:
+    from tests.web.browsing import make_user, sign_in
+
+    wang = await make_user(store, "wang", "agent")
+    app = create_app(store, PhoneConfig(SECRET), public_url="https://crm.example.cn/")
+    async with TestClient(TestServer(app)) as client:
+        await sign_in(client, "wang")
+        # The proxy forwards to 127.0.0.1:port; the browser's Origin is the public name.
+        ws = await client.ws_connect("/ws/phone", origin="https://crm.example.cn")
+        assert await ws.receive_json(timeout=2) == {"type": "ready", "user_id": wang}
+        await ws.close()
+        for origin in ("http://crm.example.cn", "https://crm.example.cn.evil.example"):
+            other = await client.ws_connect("/ws/phone", origin=origin)
+            await other.send_json({"type": "auth", "token": "rpt_forged"})
+            assert (await other.receive_json(timeout=2))["type"] == "error", origin
+            await other.close()
+
+
 async def test_a_dial_hears_back_on_the_socket_that_asked_only(store: Store) -> None:
     users = await _tokens(store, "dan", "eve")
     async with TestClient(TestServer(create_app(store, PhoneConfig(SECRET)))) as client:
