@@ -19,6 +19,7 @@ API become one asynchronous Originate each (agent leg first), never re-sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -41,6 +42,7 @@ from store.db import Store
 from store.errors import RapportError, TransientError
 from store.models import CallDisposition, Direction, Role, User
 from store.service import ServiceStatus
+from store.users import USERS_CHANGED
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ CALL_LINKED = "CallLinked"
 SIGNAL_QUEUE = 10_000
 SEEN_REQUESTS = 1000
 WRITE_RETRY_S = 1.0
+USERS_REREAD_S = 300.0
 WRITE_RETRY_CAP_S = 60.0
 
 
@@ -162,9 +165,23 @@ class PbxService:
                 group.create_task(self._identify_callers(), name=f"{self.name}:callers")
                 group.create_task(self._write_calls(), name=f"{self.name}:writer")
                 group.create_task(self._dial_requests(sub), name=f"{self.name}:dial")
+                group.create_task(self._follow_users(), name=f"{self.name}:users")
         finally:
             sub.close()
             await index.aclose()
+
+    async def _follow_users(self) -> None:
+        """Re-read who answers which extension when users change (and every few minutes,
+        in case an announcement was lost), so a new agent's calls pop without a restart."""
+        async with self.store.bus.subscribe(USERS_CHANGED, lossy=True) as changes:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changes.get(), USERS_REREAD_S)
+                    changes.drain()
+                try:
+                    self.users = await self._load_users()
+                except SQLAlchemyError as err:
+                    log.warning("%s: users not re-read: %s", self.name, type(err).__name__)
 
     async def _load_users(self) -> dict[str, int]:
         """Extension -> user id: each user's own ``phone_extension``, then the PBX's

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from store.db import Store
 
 MIN_PASSWORD_LENGTH = 8
+# Announced (store.bus) after users were made or changed: the phone service then re-reads
+# who answers which extension, so a new agent's calls pop without a restart.
+USERS_CHANGED = "UsersChanged"
 _hasher = PasswordHasher()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from store.errors import ValidationError
 from store.models import Role, Team, User, WebSession
 from store.records import acting_as
-from store.users import create_user, generate_password, hash_password
+from store.users import USERS_CHANGED, create_user, generate_password, hash_password
 from web.admin_base import (
     admin_viewer,
     editor,
@@ -183,6 +183,7 @@ async def create_user_page(request: web.Request) -> web.Response:
             {"values": values, "errors": errors, **choices},
             status=422,
         )
+    await store_of(request).bus.publish(USERS_CHANGED, user_id=user.id)
     if generated:
         return _shown_once(request, user, password, created=True)
     raise web.HTTPSeeOther(f"/admin/users/{user.id}?saved=1")
@@ -281,6 +282,7 @@ async def save_user(request: web.Request) -> web.Response:
             }
     if errors:
         return render(request, "admin/user_edit.html", context, status=422)
+    await store_of(request).bus.publish(USERS_CHANGED, user_id=user.id)
     raise web.HTTPSeeOther(f"/admin/users/{user.id}?saved=1")
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from store.db import Store
 from store.models import User
+from store.users import USERS_CHANGED
 from web.auth import VIEWER
 from web.i18n import LOCALES
 from web.modules import EMAIL
@@ -77,6 +78,7 @@ async def save_settings(request: web.Request) -> web.Response:
         user.locale = values["locale"]
         user.timezone = str(ZoneInfo(values["timezone"]))
         user.phone_extension = extension or None
+    await request.app[SETTINGS_STORE_KEY].bus.publish(USERS_CHANGED, user_id=viewer.user_id)
     raise web.HTTPSeeOther("/settings?saved=1")
 
 

@@ -31,7 +31,7 @@ from store.db import Store, open_store
 from store.identity import index_record
 from store.migrate import upgrade_to_head
 from store.models import Call, CallDisposition, Contact, Direction, Lead, Role, User
-from store.users import create_user
+from store.users import USERS_CHANGED, create_user
 from tests.asterisk.truth import LAB_PLAN, need_fixtures, scenarios, truth_of
 from tests.peers.ami import AmiTraceServer, load_trace
 from tests.peers.local import WatchedStatus
@@ -253,6 +253,27 @@ async def test_a_users_own_extension_counts_unless_the_pbx_table_says_otherwise(
     users = await PbxService(store, PhoneSettings(plan=PLAN, ami=ami))._load_users()
     assert users["3001"] == own.id
     assert users["1001"] == alice.id != overridden.id  # the PBX's table names alice for 1001
+
+
+async def test_a_new_extension_rings_its_user_without_a_restart(store: Store) -> None:
+    ami = AmiSettings(name="lab", host="127.0.0.1", port=5038, username="crm", secret="x")
+    service = PbxService(store, PhoneSettings(plan=PLAN, ami=ami))
+    following = asyncio.create_task(service._follow_users())
+    try:
+        await asyncio.sleep(0.05)  # subscribed
+        async with store.session() as session, session.begin():
+            ivy = await create_user(session, "ivy", None, phone_extension="3002")
+        assert "3002" not in service.users
+        await store.bus.publish(USERS_CHANGED, user_id=ivy.id)
+        for _ in range(100):
+            if service.users.get("3002") == ivy.id:
+                break
+            await asyncio.sleep(0.02)
+        assert service.users.get("3002") == ivy.id
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
 
 
 async def test_a_finished_call_waits_for_the_store_and_is_written_once_it_is_back(
