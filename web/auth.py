@@ -9,8 +9,9 @@ user changes the password (every other session of that user ends too).
 Every state-changing request of a signed-in browser carries the session's
 CSRF token (``_csrf`` form field or ``X-CSRF-Token`` header); the login form,
 before any session, uses a double-submit cookie.  Failed logins are counted
-per user name and per address: after ``THROTTLE_AFTER`` failures within
-``THROTTLE_WINDOW`` the next try must wait, doubling up to 15 minutes.
+per user name and per address, in the store so every daemon counts alike
+(``store.login_throttle``): after 5 failures within 15 minutes the next try
+must wait, doubling up to 15 minutes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-import time
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -31,6 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
+from store import login_throttle
 from store.access import Access, access_for
 from store.base import utcnow
 from store.db import Store
@@ -43,9 +43,6 @@ LOGIN_CSRF_COOKIE = "rapport_login_csrf"
 IDLE = dt.timedelta(hours=8)
 LIFETIME = dt.timedelta(days=7)
 SEEN_EVERY = dt.timedelta(minutes=1)
-THROTTLE_AFTER = 5
-THROTTLE_WINDOW_S = 15 * 60
-THROTTLE_MOST_S = 15 * 60
 MIN_PASSWORD = 10
 # Paths served without a session (each checks its own credentials, or needs none).
 PUBLIC_PREFIXES = ("/login", "/static/", "/healthz", "/metrics", "/api/v1/", "/ws/phone",
@@ -77,39 +74,6 @@ VIEWER = web.RequestKey("viewer", Viewer)
 
 def digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-class LoginThrottle:
-    """Failed logins per key (user name, address); how long the next try must wait."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def wait_s(self, *keys: str) -> float:
-        now = time.monotonic()
-        longest = 0.0
-        for key in keys:
-            failed = self._failures.get(key)
-            if not failed:
-                continue
-            while failed and now - failed[0] > THROTTLE_WINDOW_S:
-                failed.popleft()
-            over = len(failed) - THROTTLE_AFTER + 1
-            if over > 0:
-                delay = min(30.0 * 2 ** (over - 1), THROTTLE_MOST_S)
-                longest = max(longest, failed[-1] + delay - now)
-        return max(longest, 0.0)
-
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._failures[key].append(time.monotonic())
-
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
-
-
-THROTTLE_KEY = web.AppKey("login_throttle", LoginThrottle)
 
 
 def _public(path: str) -> bool:
@@ -264,8 +228,9 @@ async def login(request: web.Request) -> web.Response:
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
     keys = (f"user:{username.lower()}", f"ip:{request.remote}")
-    throttle = request.app[THROTTLE_KEY]
-    wait = throttle.wait_s(*keys)
+    store = request.app[AUTH_STORE_KEY]
+    async with store.session() as session:
+        wait = await login_throttle.wait_s(session, keys)
     if wait > 0:
         minutes = max(1, round(wait / 60))
         return _login_page(
@@ -273,16 +238,15 @@ async def login(request: web.Request) -> web.Response:
             t.gettext("Too many failed sign-ins. Try again in {minutes} min.", minutes=minutes),
             username, status=429, next_=str(form.get("next", "")),
         )  # fmt: skip
-    store = request.app[AUTH_STORE_KEY]
     async with store.session() as session, session.begin():
         user = await session.scalar(select(User).where(User.username == username))
         # The hash is checked even for an unknown name, so timing does not tell names apart.
         good = verify_password(user.password_hash if user else None, password)
         if user is None or not good or not user.is_active:
-            throttle.failed(*keys)
+            await login_throttle.failed(session, keys)
             return _login_page(request, t.gettext("Wrong user name or password."), username,
                                status=401, next_=str(form.get("next", "")))  # fmt: skip
-        throttle.succeeded(*keys)
+        await login_throttle.succeeded(session, keys)
         if user.password_hash and needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
         user.last_login_at = utcnow()
@@ -370,7 +334,6 @@ def add_auth_routes(
     app[AUTH_STORE_KEY] = store
     app[SECURE_KEY] = secure_cookies
     app[PUBLIC_URL_KEY] = public_url.rstrip("/")
-    app[THROTTLE_KEY] = LoginThrottle()
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -4,6 +4,7 @@ from store.base import Base
 from store.models.activity import Activity, ActivityKind, ActivityLink, ActivityStatus
 from store.models.admin import (
     ApiToken,
+    LoginFailure,
     RecordScope,
     Role,
     SavedView,
@@ -98,6 +99,7 @@ __all__ = [
     "JournalState",
     "Lead",
     "LeadStatus",
+    "LoginFailure",
     "MailOptOut",
     "MailRule",
     "MailTemplate",

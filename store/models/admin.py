@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.base import Base, BigId, IdMixin, TimestampMixin, utcnow
@@ -146,6 +146,18 @@ class WebForm(IdMixin, TimestampMixin, Base):
     # characters, so an admin can tell which key a site's page carries without the key.
     key_made_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     key_hint: Mapped[str | None] = mapped_column(String(8), default=None)
+
+
+class LoginFailure(IdMixin, Base):
+    """A failed sign-in, kept per key (a user name, an address) as the key's SHA-256, so
+    every daemon on the store throttles alike (``store.login_throttle``)."""
+
+    __tablename__ = "login_failures"
+
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_login_failures_key_time", "key_sha256", "failed_at"),)
 
 
 class WebSession(Base):

@@ -76,6 +76,13 @@ async def test_a_wrong_password_says_so_and_repeated_failures_are_throttled(stor
             "/login", data={"username": "wang", "password": PASSWORD, "_csrf": token}
         )
         assert held.status == 429 and "Too many failed sign-ins" in await held.text()
+    # Another daemon on the same store (behind the same name) holds the sign-in too.
+    async with TestClient(TestServer(create_app(store))) as other:
+        token = csrf_of(await (await other.get("/login")).text())
+        held = await other.post(
+            "/login", data={"username": "wang", "password": PASSWORD, "_csrf": token}
+        )
+        assert held.status == 429
 
 
 async def test_changing_the_password_signs_out_other_browsers(store: Store) -> None:
