@@ -155,7 +155,7 @@ class LoginFailure(IdMixin, Base):
     __tablename__ = "login_failures"
 
     key_sha256: Mapped[str] = mapped_column(String(64))
-    failed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    failed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
     __table_args__ = (Index("ix_login_failures_key_time", "key_sha256", "failed_at"),)
 

@@ -30,8 +30,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_failures")),
     )
     op.create_index("ix_login_failures_key_time", "login_failures", ["key_sha256", "failed_at"])
+    op.create_index(
+        op.f("ix_login_failures_failed_at"), "login_failures", ["failed_at"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_login_failures_failed_at"), table_name="login_failures")
     op.drop_index("ix_login_failures_key_time", table_name="login_failures")
     op.drop_table("login_failures")
