@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.access import RECORD_MODULES, Access
 from store.base import utcnow
+from store.calendar import occurrences
 from store.db import Store
 from store.models import (
     Account,
@@ -71,6 +72,12 @@ async def dashboard(request: web.Request) -> web.Response:
         data["counts"] = await _counts(session, access)
         data["tasks"], data["task_links"] = await _my_tasks(session, viewer.user_id)
         data.update(await _my_calls(session, viewer, day_start))
+        # Today's appointments as the calendar shows them (repetitions included), not tasks.
+        data["agenda"] = [
+            o for o in await occurrences(session, [viewer.user_id], day_start,
+                                         _local_midnight(t, today + dt.timedelta(days=1)))
+            if o.kind != ActivityKind.TASK.value
+        ] if access.can("activities") else []  # fmt: skip
         if access.can("leads"):
             data["leads"] = (await session.scalars(
                 select(Lead).where(Lead.deleted_at.is_(None), access.visible(Lead),

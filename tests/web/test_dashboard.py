@@ -199,3 +199,35 @@ def test_chart_text_is_escaped() -> None:
     for svg in (bars([Bar(evil, 1.0, evil)], evil), funnel([Bar(evil, 1.0, evil, 0.5)], evil)):
         assert "<script>" not in svg and "&lt;script&gt;" in svg
         assert svg.startswith("<svg") and svg.endswith("</svg>")
+
+
+async def test_todays_appointments_are_mine_of_today_with_repetitions(store: Store) -> None:
+    from store.recurrence import Rule, start_series
+
+    wang = await make_user(store, "wang", "agent")
+    zhao = await make_user(store, "zhao", "agent")
+    t = Translator("en")  # the users' zone: Asia/Shanghai
+    today = t.local(utcnow()).date()
+    noon = dt.datetime.combine(today, dt.time(12), tzinfo=t.zone).astimezone(dt.UTC)
+    async with store.session() as session, session.begin():
+        lead = Lead(last_name="新", owner_id=wang)
+        session.add(lead)
+        await session.flush()
+        await log_activity(session, kind=ActivityKind.MEETING, subject="午餐会", records=[lead],
+                           owner_id=wang, occurred_at=noon, status="planned",
+                           location="外滩")  # fmt: skip
+        await log_activity(session, kind=ActivityKind.VISIT, subject="明天的拜访", records=[lead],
+                           owner_id=wang, occurred_at=noon + dt.timedelta(days=1),
+                           status="planned")  # fmt: skip
+        await log_activity(session, kind=ActivityKind.MEETING, subject="赵的会", records=[lead],
+                           owner_id=zhao, occurred_at=noon, status="planned")  # fmt: skip
+        daily = await log_activity(session, kind=ActivityKind.MEETING, subject="晨会",
+                                   records=[lead], owner_id=wang, status="planned",
+                                   occurred_at=noon - dt.timedelta(days=3, hours=3))  # fmt: skip
+        start_series(daily, Rule("daily"))
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "wang")
+        agenda = _section(await (await client.get("/")).text(), "agenda")
+    assert "午餐会" in agenda and "外滩" in agenda and "12:00" in agenda
+    assert "09:00 晨会" in agenda  # today's occurrence of a series begun three days ago
+    assert "明天的拜访" not in agenda and "赵的会" not in agenda
