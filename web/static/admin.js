@@ -1,11 +1,4 @@
-// Admin pages: a form marked data-confirm asks before it is sent (deleting, revoking a key).
-document.addEventListener("submit", (event) => {
-  const form = event.target;
-  if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
-    event.preventDefault();
-  }
-});
-
+// Admin pages (a form's data-confirm is app.js's, on every page).
 // A button marked data-copy copies the text of the element it names (a key, a snippet).
 document.addEventListener("click", (event) => {
   const button = event.target instanceof Element ? event.target.closest("button[data-copy]") : null;

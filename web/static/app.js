@@ -1,5 +1,13 @@
 // Rapport's few live parts: the CSRF header on fetch, and links that dial.
 "use strict";
+
+// A form marked data-confirm asks before it is sent (deleting for good, revoking a key).
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+  }
+});
 (function () {
   const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   window.rapport = window.rapport || {};
