@@ -228,7 +228,12 @@ async def _seed(url: str, blobs: Path) -> dict[str, int]:
         await log_activity(session, kind=ActivityKind.VISIT, subject="拜访星辰文化",
                            records=[], owner_id=wang, occurred_at=now + dt.timedelta(days=2),
                            status=ActivityStatus.PLANNED)  # fmt: skip
+        # A contact no call is about, for the activity test to plan on.
+        planned_with = Contact(first_name="丽", last_name="孙", owner_id=wang)
+        session.add(planned_with)
+        await session.flush()
         ids.update(
+            planned_with=planned_with.id,
             meeting=weekly.id,
             account=account.id,
             contact=caller.id,
