@@ -7,8 +7,9 @@ the largest lists) and as an agent who owns 1,000 of the contacts, and times
 GET requests end to end over HTTP: the first page of the contacts list, a
 later keyset page, the list sorted by last change, searches by name prefix
 (one that matches a twentieth of the table too), email and phone, and a
-contact's detail page with its timeline, and the new deal form (its pickers
-list accounts and contacts).  Prints p50 and p99 per page against the issue's
+contact's detail page with its timeline, the new deal form (its pickers
+list accounts and contacts), and the agent's activities and calendar (3,000
+activities over a year and three repeating meetings).  Prints p50 and p99 per page against the issue's
 goal: under 150 ms.
 Run: .venv/bin/python bench/web.py [--contacts 100000] [--repeat 30]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import re
 import statistics
 import sys
@@ -30,23 +32,34 @@ sys.path.insert(0, str(ROOT))
 from aiohttp import ClientSession, CookieJar, web  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
-from store.activities import log_activity  # noqa: E402
+from store.activities import ActivityDraft, log_activities, log_activity  # noqa: E402
 from store.base import utcnow  # noqa: E402
+from store.bulk import lock_rows  # noqa: E402
 from store.db import open_store  # noqa: E402
 from store.identity import new_identities  # noqa: E402
 from store.migrate import upgrade_to_head  # noqa: E402
-from store.models import Account, ActivityKind, Contact, EmailIdentity, PhoneIdentity, User  # noqa: E402
+from store.models import (  # noqa: E402
+    Account,
+    ActivityKind,
+    ActivityStatus,
+    Contact,
+    EmailIdentity,
+    PhoneIdentity,
+    User,
+)
+from store.recurrence import Rule, start_series  # noqa: E402
 from store.users import create_user  # noqa: E402
 from tests.peers.local import free_port  # noqa: E402
 from web.app import create_app  # noqa: E402
 
 GOAL_MS = 150.0
+ACTIVITIES = 3000
 PASSWORD = "bench password 123"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 
 
-async def build(url: str, blobs: Path, contacts: int) -> int:
-    """The store; returns the id of the contact with a long timeline."""
+async def build(url: str, blobs: Path, contacts: int) -> tuple[int, int]:
+    """The store; returns the ids of the contact with a long timeline and of the agent."""
     await upgrade_to_head(url)
     async with open_store(url, blobs) as store:
         async with store.session() as session, session.begin():
@@ -82,13 +95,37 @@ async def build(url: str, blobs: Path, contacts: int) -> int:
                 await log_activity(session, kind=ActivityKind.NOTE if n % 2 else ActivityKind.CALL,
                                    subject=f"第 {n} 次沟通", records=[("contact", target)],
                                    body="客户询问报价与交期。" * 5, owner_id=agent_id)  # fmt: skip
+        # The agent's year: 3,000 tasks, meetings, visits and calls half a year either side
+        # of now, on their contacts, and three repeating meetings begun two months ago.
+        now = utcnow()
+        drafts = []
+        for n in range(ACTIVITIES):
+            at = now + dt.timedelta(hours=(n - ACTIVITIES // 2) * 2.9)
+            kind = (ActivityKind.TASK, ActivityKind.MEETING, ActivityKind.VISIT,
+                    ActivityKind.CALL)[n % 4]  # fmt: skip
+            drafts.append(ActivityDraft(
+                kind=kind, subject=f"计划 {n}", records=[("contact", (n * 100) % contacts + 1)],
+                occurred_at=at, owner_id=agent_id,
+                fields={"status": ActivityStatus.PLANNED if at > now else ActivityStatus.DONE,
+                        "due_at": at if kind == ActivityKind.TASK else None},
+            ))  # fmt: skip
+        async with store.session() as session, session.begin():
+            await lock_rows(session, User, [agent_id])  # allocating ids takes the write lock
+            await log_activities(session, drafts)
+            for freq in ("daily", "weekly", "monthly"):
+                series = await log_activity(
+                    session, kind=ActivityKind.MEETING, subject=f"例会 {freq}", records=[],
+                    owner_id=agent_id, occurred_at=now - dt.timedelta(days=60),
+                    status=ActivityStatus.PLANNED,
+                )  # fmt: skip
+                start_series(series, Rule(freq))
         async with store.session() as session:
             counted = await session.scalar(
                 select(EmailIdentity.id).order_by(EmailIdentity.id.desc())
             )
             assert counted and await session.scalar(select(PhoneIdentity.id).limit(1))
             assert await session.scalar(select(User.id).where(User.username == "boss"))
-        return int(target)
+        return int(target), agent_id
 
 
 async def sign_in(client: ClientSession, base: str, username: str) -> None:
@@ -119,7 +156,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rapport-web-"))
     url = f"sqlite+aiosqlite:///{work}/web.db"
     began = time.perf_counter()
-    target = await build(url, work / "blobs", args.contacts)
+    target, agent_id = await build(url, work / "blobs", args.contacts)
     print(f"built {args.contacts:,} contacts in {time.perf_counter() - began:.0f} s")
     async with open_store(url, work / "blobs") as store:
         runner = web.AppRunner(create_app(store), access_log=None)
@@ -149,6 +186,12 @@ async def main() -> None:
                         ("accounts list, first page", "/accounts", "</table>"),
                         ("new deal form (account and contact pickers)", "/opportunities/new",
                          "</form>"),
+                        ("the agent's planned activities", f"/activities?owner={agent_id}",
+                         "</table>"),
+                        ("the agent's calendar, month", f"/calendar?user={agent_id}",
+                         "calendar-grid"),
+                        ("the agent's calendar, week", f"/calendar?view=week&user={agent_id}",
+                         "calendar-grid"),
                     ]  # fmt: skip
                     for label, path, must in pages:
                         await timed(client, base + path, 3, must)  # warm
