@@ -4,8 +4,9 @@ Run by ``HitPipe`` as ``python -m tracking.hit_sink``, so that parsing rows
 and talking to the store take none of the tracking listener's CPU.  The
 first line on stdin is the store to open (JSON, so a password in the URL is
 never on a command line); then each batch is a header line ``<key> <hits> <bytes>``
-followed by that many bytes of JSON, the hits as arrays (``Hit``), which go
-to the database as they are: no work per hit here.
+followed by that many bytes of JSON, the hits as arrays (``Hit``), parsed and
+written here (``write_hits``): the parsing, the counters summed per recipient
+and the driver's work all take this process's CPU, not the listener's.
 After a batch is committed its key goes back on stdout.  A store that is away
 is retried with backoff; the batch is never skipped.  End of input ends the
 process once everything read is written.
