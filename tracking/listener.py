@@ -22,7 +22,7 @@ from store.db import Store
 from store.dialect import insert_ignoring
 from store.models import Email, MailOptOut, SentRecipient, TrackedLink
 from tracking.classes import classify_hit
-from tracking.hits import Hit, HitQueue, HitWriter, now_us
+from tracking.hits import HitQueue, HitRow, HitWriter, now_us
 from tracking.tokens import PREVIEW, TokenSigner, Verified
 
 STORE_KEY = web.AppKey("store", Store)
@@ -50,7 +50,7 @@ def _verified(request: web.Request) -> Verified | None:
 def _hit(
     request: web.Request, who: Verified, kind: str, *, link_id: int | None = None,
     sent_at: dt.datetime | None = None,
-) -> Hit:  # fmt: skip
+) -> HitRow:  # fmt: skip
     since = (utcnow() - sent_at).total_seconds() if sent_at is not None else None
     ip = request.remote
     agent = request.headers.get("User-Agent")
@@ -58,12 +58,12 @@ def _hit(
         method=request.method, headers=request.headers, ip=ip, kind=kind,
         preview=who.purpose == PREVIEW, seconds_since_sent=since,
     )  # fmt: skip
-    return Hit(
+    return (
         who.recipient_id, kind, hit_class, now_us(), link_id, ip, agent[:500] if agent else None
-    )
+    )  # fmt: skip
 
 
-async def _record(request: web.Request, hit: Hit) -> None:
+async def _record(request: web.Request, hit: HitRow) -> None:
     writer = request.app[WRITER_KEY]
     if not writer.add_nowait(hit):
         await writer.add(hit)  # the store is behind: answer when there is room
