@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 import html
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from sqlalchemy import select
 
 from store.base import utcnow
@@ -53,10 +53,11 @@ def _hit(
 ) -> HitRow:  # fmt: skip
     since = (utcnow() - sent_at).total_seconds() if sent_at is not None else None
     ip = request.remote
-    agent = request.headers.get("User-Agent")
+    headers = request.headers
+    agent = headers.get(hdrs.USER_AGENT)
     hit_class = classify_hit(
-        method=request.method, headers=request.headers, ip=ip, kind=kind,
-        preview=who.purpose == PREVIEW, seconds_since_sent=since,
+        method=request.method, headers=headers, ip=ip, kind=kind,
+        preview=who.purpose == PREVIEW, seconds_since_sent=since, user_agent=agent or "",
     )  # fmt: skip
     return (
         who.recipient_id, kind, hit_class, now_us(), link_id, ip, agent[:500] if agent else None
@@ -73,7 +74,10 @@ async def pixel(request: web.Request) -> web.Response:
     who = _verified(request)
     if who is None:
         raise web.HTTPNotFound()
-    await _record(request, _hit(request, who, "open"))
+    hit = _hit(request, who, "open")
+    writer = request.app[WRITER_KEY]
+    if not writer.add_nowait(hit):
+        await writer.add(hit)  # the store is behind: answer when there is room
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
 
 
