@@ -6,6 +6,8 @@ tracking listener (token check, hit class, batched writes to the store), each
 server a single process on its own core with wrk on the other.  Prints
 requests/s and p99 for both and their ratio, then stops the tracking server
 gracefully and checks that every request wrk completed is stored as a hit.
+Also prints the CPU time each request cost the server, its hit writer and
+PostgreSQL's backend: on a busy machine those move much less than req/s.
 Goal (mail-out issue): ratio >= 0.8 with every hit stored.
 Needs wrk; PostgreSQL on 127.0.0.1 for the PostgreSQL row.
 Run: .venv/bin/python bench/pixel.py [--seconds 10] [--rounds 3] [--connections 50]
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from daemon.heap import settle_after_start  # noqa: E402
 from store.base import utcnow  # noqa: E402
@@ -40,6 +44,7 @@ from store.models import Direction, Email, TrackingHit  # noqa: E402
 from tests.peers.local import free_port  # noqa: E402
 from tests.peers.postgres import UNREACHABLE, create_scratch_database, drop_scratch_database  # noqa: E402
 from tracking.hit_pipe import hit_queue_for  # noqa: E402
+from tracking.hits import FLUSH_EVERY_S  # noqa: E402
 from tracking.listener import NO_CACHE, PIXEL, create_app  # noqa: E402
 from tracking.sent import record_sent  # noqa: E402
 from tracking.tokens import TokenSigner  # noqa: E402
@@ -103,6 +108,16 @@ async def stored_hits(url: str) -> int:
         return int(await session.scalar(select(func.count()).select_from(TrackingHit)) or 0)
 
 
+def settled_hits(url: str) -> int:
+    """The stored hits once the writer has caught up: no batch lands for 3 flush periods."""
+    count = asyncio.run(stored_hits(url))
+    while True:
+        time.sleep(3 * FLUSH_EVERY_S)
+        count, before = asyncio.run(stored_hits(url)), count
+        if count == before:
+            return count
+
+
 def wrk(
     port: int, paths: list[str], seconds: int, connections: int, work: Path
 ) -> dict[str, float]:
@@ -150,6 +165,35 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=60)
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user and system) the processes have used so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def processes(server: int, url: str) -> dict[str, list[int]]:
+    """The server's process, its hit writer, and PostgreSQL's backends for its database."""
+    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    found: dict[str, list[int]] = {"server": [server], "writer": [int(c) for c in children],
+                                   "database": []}  # fmt: skip
+    database = make_url(url).database
+    if make_url(url).get_backend_name() == "postgresql" and database:
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                title = (entry / "cmdline").read_bytes().decode(errors="replace")
+                if (
+                    entry.name.isdigit()
+                    and title.startswith("postgres:")
+                    and f" {database} " in title
+                ):
+                    found["database"].append(int(entry.name))
+    return found
+
+
 def measure(
     kind: str, url: str, paths: list[str], args: argparse.Namespace, work: Path
 ) -> dict[str, float]:
@@ -158,8 +202,16 @@ def measure(
         wrk(port, paths, 1, args.connections, work)  # warm up: imports, connections, caches
         time.sleep(0.5)  # every server gets the same pause (the hit writer flushes meanwhile)
         if kind != "bare":
-            before = asyncio.run(stored_hits(url))
+            # ... and the writer finishes the warm-up's hits before the clock starts, so
+            # that they neither slow the run down nor count as its hits.
+            before = settled_hits(url)
+        pids = processes(process.pid, url)
+        cpu_before = {part: cpu_s(ids) for part, ids in pids.items()}
         result = wrk(port, paths, args.seconds, args.connections, work)
+        if kind != "bare":
+            settled_hits(url)  # the writer's work for the run's hits is part of its cost
+        for part, ids in pids.items():
+            result[f"{part}_us"] = 1e6 * (cpu_s(ids) - cpu_before[part]) / result["total"]
     finally:
         stop_server(process)
     if kind != "bare":
@@ -213,25 +265,38 @@ def main() -> None:
         return statistics.median(r[key] for r in runs[kind])
 
     bare = median("bare", "rate")
+    print("\nreq/s per round (the machine's drift shows here):")
+    for kind, (label, _url, _paths) in servers.items():
+        print(f"{label:<28} " + " ".join(f"{r['rate']:>7.0f}" for r in runs[kind]))
     print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, one server process, {args.rounds} rounds "
           "taking turns in rotating order, medians; goal: ratio >= 0.80, every hit stored")  # fmt: skip
-    print(f"{'server':<28} {'req/s':>9} {'p99 ms':>8} {'ratio':>6} {'requests':>10} {'stored':>10}")
+    print(f"{'server':<28} {'req/s':>9} {'p99 ms':>8} {'ratio':>6} {'requests':>10} {'stored':>10}"
+          "   CPU us/request: server writer database")  # fmt: skip
     for kind, (label, _url, _paths) in servers.items():
         total = sum(int(r["total"]) for r in runs[kind])
         stored = (
             f"{sum(int(r['stored']) for r in runs[kind]):>10}" if kind != "bare" else f"{'':>10}"
         )
         print(f"{label:<28} {median(kind, 'rate'):>9.0f} {median(kind, 'p99_ms'):>8.1f} "
-              f"{median(kind, 'rate') / bare:>6.2f} {total:>10} {stored}")  # fmt: skip
+              f"{median(kind, 'rate') / bare:>6.2f} {total:>10} {stored}"
+              f"   {median(kind, 'server_us'):>21.1f} {median(kind, 'writer_us'):>6.1f}"
+              f" {median(kind, 'database_us'):>8.1f}")  # fmt: skip
     for kind, (label, _url, _paths) in servers.items():
         if kind == "bare":
             continue
+        # wrk counts the answers it got in time; the requests still open when its clock
+        # stops (at most one per connection) are answered and stored too.
         short = [r for r in runs[kind] if r["stored"] < r["total"]]
+        over = [r for r in runs[kind] if r["stored"] > r["total"] + args.connections]
         extra = sum(int(r["stored"] - r["total"]) for r in runs[kind])
         errors = sum(int(r["non_2xx"]) for r in runs[kind])
-        verdict = "HITS MISSING in a run" if short else "every completed request stored"
-        print(f"{label}: {verdict} ({extra} more answered after wrk's clock stopped); "
-              f"non-2xx answers: {errors}")  # fmt: skip
+        verdict = (
+            "HITS MISSING in a run" if short
+            else "MORE HITS than requests in a run" if over
+            else "every completed request stored"
+        )  # fmt: skip
+        print(f"{label}: {verdict} ({extra} more answered after wrk's clock stopped, "
+              f"at most {args.connections} a run); non-2xx answers: {errors}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from aiohttp import hdrs
+from multidict import istr
+
 HUMAN = "human"
 GMAIL_PROXY = "gmail_proxy"
 APPLE_MPP = "apple_mpp"
@@ -35,6 +38,9 @@ SCANNER_AGENTS = re.compile(
     r"headlesschrome|phantomjs|slackbot|facebookexternalhit|skypeuripreview",
     re.IGNORECASE,
 )
+# Headers by which browsers and proxies say a fetch is a prefetch or a preview
+# (multidict's own case-insensitive strings: a look-up need not fold the case).
+PURPOSE_HEADERS = tuple(istr(name) for name in ("Purpose", "Sec-Purpose", "X-Purpose", "X-Moz"))
 # A link followed this soon after sending was followed by a gateway, not a reader.
 SCANNER_CLICK_WINDOW_S = 10.0
 
@@ -60,6 +66,17 @@ def _by_agent(agent: str) -> str:
     return HUMAN
 
 
+@functools.lru_cache(maxsize=4096)
+def _by_client(agent: str, ip: str | None) -> str:
+    """The class a User-Agent and an address give (one cache look-up on the pixel's path)."""
+    by_agent = _by_agent(agent.strip())
+    if by_agent == GMAIL_PROXY:
+        return GMAIL_PROXY
+    if _apple(ip):
+        return APPLE_MPP
+    return by_agent
+
+
 def classify_hit(
     *,
     method: str,
@@ -68,23 +85,25 @@ def classify_hit(
     kind: str,
     preview: bool = False,
     seconds_since_sent: float | None = None,
+    user_agent: str | None = None,
 ) -> str:
-    """The class of one request for a pixel (``kind="open"``) or a link (``"click"``)."""
+    """The class of one request for a pixel (``kind="open"``) or a link (``"click"``).
+
+    ``user_agent`` saves looking the header up again when the caller has it.
+    """
     if preview:
         return PREVIEW
     if method == "HEAD":
         return PREFETCH
-    for header in ("Purpose", "Sec-Purpose", "X-Purpose", "X-Moz"):
+    for header in PURPOSE_HEADERS:
         value = headers.get(header)
         if value and ("prefetch" in value.lower() or "preview" in value.lower()):
             return PREFETCH
-    by_agent = _by_agent(headers.get("User-Agent", "").strip())
-    if by_agent == GMAIL_PROXY:
-        return GMAIL_PROXY
-    if _apple(ip):
-        return APPLE_MPP
-    if by_agent != HUMAN:
-        return by_agent
+    if user_agent is None:
+        user_agent = headers.get(hdrs.USER_AGENT, "")
+    by_client = _by_client(user_agent, ip)
+    if by_client != HUMAN:
+        return by_client
     if kind == "click" and seconds_since_sent is not None:
         if seconds_since_sent < SCANNER_CLICK_WINDOW_S:
             return SCANNER

@@ -3,9 +3,12 @@
 Writing hits in the listener's own process cost 13-15 us of CPU per hit (rows
 built in Python, then SQLite) on the one core that also answers the pixel, and
 stalled the loop for tens of milliseconds at each flush.  Here the listener
-only queues each hit and, every ``flush_every_s``, sends the queue as one JSON
-batch down a pipe to ``python -m tracking.hit_sink``, which parses, writes and
-acknowledges it by its key.  The same interface as ``HitWriter``.
+only queues each hit (a plain tuple) and, every ``flush_every_s``, sends the
+queue as one batch down a pipe to ``python -m tracking.hit_sink``, which
+writes and acknowledges it by its key.  The batch crosses in ``marshal``'s
+format: about a sixth of JSON's cost per hit in the listener, and safe here,
+where both ends are this program on the same interpreter (``sys.executable``)
+and the pipe is private to them.  The same interface as ``HitWriter``.
 
 Every batch is kept until it is acknowledged.  If the writer process dies it
 is started again and the unacknowledged batches are sent again in order; the
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import marshal
 import os
 import sys
 import uuid
@@ -31,7 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from store.db import Store
-from tracking.hits import FLUSH_EVERY_S, MAX_PENDING, Hit, HitQueue, HitWriter, write_hits
+from tracking.hits import FLUSH_EVERY_S, MAX_PENDING, HitQueue, HitRow, HitWriter, write_hits
 
 log = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +57,8 @@ class HitPipe:
         self.written = 0
         self.writer_starts = 0
         self.writer_pid: int | None = None
-        self._queued: list[Hit] = []
-        self._unacked: dict[str, list[Hit]] = {}  # in the order sent
+        self._queued: list[HitRow] = []
+        self._unacked: dict[str, list[HitRow]] = {}  # in the order sent
         self._unacked_hits = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -72,14 +76,14 @@ class HitPipe:
         """Hits not yet known to be written: queued here or sent and not acknowledged."""
         return len(self._queued) + self._unacked_hits
 
-    def add_nowait(self, hit: Hit) -> bool:
+    def add_nowait(self, hit: HitRow) -> bool:
         """Queue one hit if there is room (the hot path); False when the queue is full."""
         if len(self._queued) + self._unacked_hits >= self.max_pending:
             return False
         self._queued.append(hit)
         return True
 
-    async def add(self, hit: Hit) -> None:
+    async def add(self, hit: HitRow) -> None:
         """Queue one hit; waits only while the queue is full."""
         while not self.add_nowait(hit):
             self._room.clear()
@@ -173,8 +177,11 @@ class HitPipe:
                 await acks
 
     @staticmethod
-    def _send(pipe: asyncio.StreamWriter, key: str, batch: list[Hit]) -> None:
-        payload = json.dumps(batch, ensure_ascii=False).encode()
+    def _send(pipe: asyncio.StreamWriter, key: str, batch: list[HitRow]) -> None:
+        try:
+            payload = marshal.dumps(batch)
+        except ValueError:  # a Hit, not a plain tuple, was queued (tests, tools)
+            payload = marshal.dumps([tuple(hit) for hit in batch])
         pipe.write(f"{key} {len(batch)} {len(payload)}\n".encode("ascii") + payload)
 
     async def _read_acks(self, stream: asyncio.StreamReader) -> None:
@@ -194,9 +201,7 @@ class HitPipe:
             self._queued = []
         for key, batch in list(self._unacked.items()):
             try:
-                await write_hits(
-                    self.store.session, json.dumps(batch, ensure_ascii=False), len(batch), key
-                )
+                await write_hits(self.store.session, batch, key)
             except SQLAlchemyError as err:
                 log.error("%d tracking hits could not be written at stop: %s", len(batch), err)
                 continue

@@ -4,8 +4,9 @@ Run by ``HitPipe`` as ``python -m tracking.hit_sink``, so that parsing rows
 and talking to the store take none of the tracking listener's CPU.  The
 first line on stdin is the store to open (JSON, so a password in the URL is
 never on a command line); then each batch is a header line ``<key> <hits> <bytes>``
-followed by that many bytes of JSON, the hits as arrays (``Hit``), which go
-to the database as they are: no work per hit here.
+followed by that many bytes of the hits (``HitRow`` tuples) in ``marshal``'s
+format, written here (``write_hits``): the counters summed per recipient and
+the driver's work take this process's CPU, not the listener's.
 After a batch is committed its key goes back on stdout.  A store that is away
 is retried with backoff; the batch is never skipped.  End of input ends the
 process once everything read is written.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import marshal
 import os
 import sys
 
@@ -45,11 +47,12 @@ async def sink() -> None:
     try:
         while header := await reader.readline():
             key, count, size = header.decode("ascii").split()
-            batch = (await reader.readexactly(int(size))).decode()
+            # stdin is a pipe from the listener that started this process, nothing else.
+            batch = marshal.loads(await reader.readexactly(int(size)))  # noqa: S302
             delay = RETRY_FIRST_S
             while True:
                 try:
-                    await write_hits(sessions, batch, int(count), key)
+                    await write_hits(sessions, batch, key)
                     break
                 except SQLAlchemyError as err:
                     log.warning("%s tracking hits not written yet: %s", count, err)

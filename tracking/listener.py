@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 import html
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from sqlalchemy import select
 
 from store.base import utcnow
@@ -22,7 +22,7 @@ from store.db import Store
 from store.dialect import insert_ignoring
 from store.models import Email, MailOptOut, SentRecipient, TrackedLink
 from tracking.classes import classify_hit
-from tracking.hits import Hit, HitQueue, HitWriter, now_us
+from tracking.hits import HitQueue, HitRow, HitWriter, now_us
 from tracking.tokens import PREVIEW, TokenSigner, Verified
 
 STORE_KEY = web.AppKey("store", Store)
@@ -50,20 +50,21 @@ def _verified(request: web.Request) -> Verified | None:
 def _hit(
     request: web.Request, who: Verified, kind: str, *, link_id: int | None = None,
     sent_at: dt.datetime | None = None,
-) -> Hit:  # fmt: skip
+) -> HitRow:  # fmt: skip
     since = (utcnow() - sent_at).total_seconds() if sent_at is not None else None
     ip = request.remote
-    agent = request.headers.get("User-Agent")
+    headers = request.headers
+    agent = headers.get(hdrs.USER_AGENT)
     hit_class = classify_hit(
-        method=request.method, headers=request.headers, ip=ip, kind=kind,
-        preview=who.purpose == PREVIEW, seconds_since_sent=since,
+        method=request.method, headers=headers, ip=ip, kind=kind,
+        preview=who.purpose == PREVIEW, seconds_since_sent=since, user_agent=agent or "",
     )  # fmt: skip
-    return Hit(
+    return (
         who.recipient_id, kind, hit_class, now_us(), link_id, ip, agent[:500] if agent else None
-    )
+    )  # fmt: skip
 
 
-async def _record(request: web.Request, hit: Hit) -> None:
+async def _record(request: web.Request, hit: HitRow) -> None:
     writer = request.app[WRITER_KEY]
     if not writer.add_nowait(hit):
         await writer.add(hit)  # the store is behind: answer when there is room
@@ -73,7 +74,10 @@ async def pixel(request: web.Request) -> web.Response:
     who = _verified(request)
     if who is None:
         raise web.HTTPNotFound()
-    await _record(request, _hit(request, who, "open"))
+    hit = _hit(request, who, "open")
+    writer = request.app[WRITER_KEY]
+    if not writer.add_nowait(hit):
+        await writer.add(hit)  # the store is behind: answer when there is room
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
 
 

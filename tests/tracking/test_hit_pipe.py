@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -85,9 +84,9 @@ async def test_a_killed_writer_is_replaced_and_nothing_is_lost_or_doubled(store:
 
 async def test_a_batch_sent_again_under_its_key_counts_once(store: Store) -> None:
     rid = await a_recipient(store)
-    batch = json.dumps([Hit(rid, "open", "human", now_us()), Hit(rid, "click", "human", now_us())])
-    assert await write_hits(store.session, batch, 2, "k1") is True
-    assert await write_hits(store.session, batch, 2, "k1") is False  # its ack was lost
+    batch = [Hit(rid, "open", "human", now_us()), Hit(rid, "click", "human", now_us())]
+    assert await write_hits(store.session, batch, "k1") is True
+    assert await write_hits(store.session, batch, "k1") is False  # its ack was lost
     async with store.session() as session:
         recipient = await session.get(SentRecipient, rid)
     assert recipient is not None and (recipient.human_opens, recipient.clicks) == (1, 1)
