@@ -43,6 +43,8 @@ LOGIN_CSRF_COOKIE = "rapport_login_csrf"
 IDLE = dt.timedelta(hours=8)
 LIFETIME = dt.timedelta(days=7)
 SEEN_EVERY = dt.timedelta(minutes=1)
+# What pages fetch by themselves on a timer (web/static/app.js).
+BACKGROUND_PATHS = frozenset({"/activities/reminders.json"})
 MIN_PASSWORD = 10
 # Paths served without a session (each checks its own credentials, or needs none).
 PUBLIC_PREFIXES = ("/login", "/static/", "/healthz", "/metrics", "/api/v1/", "/ws/phone",
@@ -103,7 +105,9 @@ async def _viewer(request: web.Request) -> Viewer | None:
         if user is None or not user.is_active:
             await session.delete(found)
             return None
-        if now - found.last_seen_at > SEEN_EVERY:
+        # A page's own polling (reminders) is no sign of a person: it does not keep the
+        # session from its idle timeout, or an open tab would never sign out.
+        if now - found.last_seen_at > SEEN_EVERY and request.path not in BACKGROUND_PATHS:
             found.last_seen_at = now
         access = await access_for(session, user)
         return Viewer(

@@ -209,3 +209,23 @@ def test_a_month_grid_is_whole_weeks_from_the_locales_first_day() -> None:
     start, length = grid("month", dt.date(2026, 2, 14), 6)  # Sunday first: Feb 1 is a Sunday
     assert start == dt.date(2026, 2, 1) and length == 28
     assert grid("week", dt.date(2026, 12, 5), 0) == (dt.date(2026, 11, 30), 7)
+
+
+async def test_the_reminder_poll_does_not_keep_an_idle_session_alive(store: Store) -> None:
+    from store.models import WebSession
+
+    await make_user(store, "wang", "agent")
+    async with TestClient(TestServer(create_app(store))) as client:
+        await sign_in(client, "wang")
+        earlier = utcnow() - dt.timedelta(minutes=30)
+        async with store.session() as session, session.begin():
+            for row in await session.scalars(select(WebSession)):
+                row.last_seen_at = earlier
+        assert (await client.get("/activities/reminders.json")).status == 200
+        async with store.session() as session:
+            seen = await session.scalar(select(WebSession.last_seen_at))
+        assert seen == earlier  # the page's own timer is not a person
+        assert (await client.get("/activities")).status == 200
+        async with store.session() as session:
+            seen = await session.scalar(select(WebSession.last_seen_at))
+        assert seen is not None and seen > earlier
