@@ -72,7 +72,9 @@ USERS = {
     "wang": ("manager", "王伟", "1001"),
     "li": ("agent", "李娜", None),
     "zhao": ("reader", "赵敏", None),  # may read contacts, may not place calls
+    "chen": ("admin", "陈静", None),  # an administrator who works in Chinese
 }
+CHINESE = {"chen"}
 WIDTHS = {"desktop": 1280, "phone": 390}
 DAEMON_START_S = 60.0
 # The lab PBX the AMI fixtures were recorded on: China, area code 028.
@@ -158,7 +160,8 @@ async def _seed(url: str, blobs: Path) -> dict[str, int]:
                          permissions={"contacts": ["view"], "accounts": ["view"]}))  # fmt: skip
         await session.flush()
         for name, (role, display, _ext) in USERS.items():
-            user = await create_user(session, name, PASSWORD, role=role, display_name=display)
+            user = await create_user(session, name, PASSWORD, role=role, display_name=display,
+                                     locale="zh_CN" if name in CHINESE else "en")  # fmt: skip
             ids[name] = user.id
         wang = ids["wang"]
         stages = {s.name: s for s in await session.scalars(select(PipelineStage))}

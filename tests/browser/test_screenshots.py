@@ -38,25 +38,30 @@ PAGES = [
 ]
 
 
+@pytest.mark.parametrize("language", ["en", "zh"])
 @pytest.mark.parametrize("width", sorted(WIDTHS))
-async def test_each_main_page_at_each_width(world: World, width: str) -> None:
+async def test_each_main_page_at_each_width(world: World, width: str, language: str) -> None:
     pixels = WIDTHS[width]
-    page = await world.page(None, width=pixels)
-    await page.goto(f"{world.base}/login")
-    await screenshot(page, f"login-{width}")
-    await page.context.close()
+    suffix = width if language == "en" else f"{width}-zh"
+    if language == "en":
+        page = await world.page(None, width=pixels)
+        await page.goto(f"{world.base}/login")
+        await screenshot(page, f"login-{width}")
+        await page.context.close()
 
-    page = await world.page("admin", width=pixels)
+    page = await world.page("admin" if language == "en" else "chen", width=pixels)
     too_wide = {}
     for name, path in PAGES:
         response = await page.goto(world.base + path.format(**world.ids))
         assert response is not None and response.status == 200, f"{path}: {response}"
         await page.locator("main h1").first.wait_for()
-        await screenshot(page, f"{name}-{width}")
+        if language == "zh":
+            assert await page.locator("html").get_attribute("lang") == "zh-CN", name
+        await screenshot(page, f"{name}-{suffix}")
         overflow = await page.evaluate(
             "() => document.documentElement.scrollWidth - window.innerWidth"
         )
         if overflow > 1:
             too_wide[name] = overflow
-    assert not too_wide, f"pages wider than a {pixels} px screen (px too wide): {too_wide}"
+    assert not too_wide, f"{language} pages wider than {pixels} px (px too wide): {too_wide}"
     await page.context.close()
