@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,7 @@ from store.identity import record_type_of
 from store.models.activity import Activity, ActivityKind, ActivityLink
 
 RecordRef = tuple[str, int]
+P = ParamSpec("P")
 
 
 def as_ref(record: RecordRef | Base) -> RecordRef:
@@ -50,6 +51,7 @@ async def link(session: AsyncSession, activity: Activity, record_type: str, reco
 
 def new_activity(
     session: AsyncSession,
+    /,
     *,
     kind: ActivityKind | str,
     subject: str,
@@ -82,24 +84,22 @@ def new_activity(
     return activity
 
 
-async def log_activity(
-    session: AsyncSession,
-    *,
-    kind: ActivityKind | str,
-    subject: str,
-    records: Iterable[RecordRef | Base],
-    body: str = "",
-    occurred_at: dt.datetime | None = None,
-    owner_id: int | None = None,
-    **fields: Any,
-) -> Activity:
-    """One activity (mail, call, meeting, task, note, visit) linked to every record it concerns."""
-    activity = new_activity(
-        session, kind=kind, subject=subject, records=records, body=body,
-        occurred_at=occurred_at, owner_id=owner_id, **fields,
-    )  # fmt: skip
-    await session.flush()
-    return activity
+def _flushed(
+    make: Callable[Concatenate[AsyncSession, P], Activity],
+) -> Callable[Concatenate[AsyncSession, P], Awaitable[Activity]]:
+    """``make``, then a flush: the activity comes back with its id and links written."""
+
+    async def made(session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> Activity:
+        activity = make(session, *args, **kwargs)
+        await session.flush()
+        return activity
+
+    return made
+
+
+# One activity (mail, call, meeting, task, note, visit) linked to every record it concerns:
+# ``new_activity``'s arguments, flushed at once.
+log_activity = _flushed(new_activity)
 
 
 @dataclass
