@@ -35,7 +35,7 @@ from web.activity_form import (
     form_values,
     parse,
 )
-from web.auth import VIEWER, Viewer
+from web.auth import VIEWER, Viewer, permitted
 from web.modules import MODULES, Module, db_int
 from web.record_query import assignable, user_names
 from web.render import render
@@ -46,10 +46,7 @@ MODULE_OF_TYPE = {m.record_type: m for m in MODULES.values()}
 
 
 def _viewer(request: web.Request, action: str = "view") -> Viewer:
-    viewer = request[VIEWER]
-    if not viewer.access.can("activities", action):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
-    return viewer
+    return permitted(request, ("activities", action))
 
 
 def _store(request: web.Request) -> Store:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.db import Store
 from store.models import Role, Team, User
-from web.auth import VIEWER, Viewer
+from web.auth import Viewer, permitted
 
 MAX_ID = 2**63 - 1
 
@@ -106,10 +106,7 @@ ADMIN_SERVICES_KEY = web.AppKey("admin_services", AdminServices)
 
 def admin_viewer(request: web.Request, action: str = "view") -> Viewer:
     """The viewer, if their role may ``action`` the admin pages; 403 otherwise."""
-    viewer = request[VIEWER]
-    if not viewer.access.can("admin", action):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
-    return viewer
+    return permitted(request, ("admin", action))
 
 
 def editor(request: web.Request) -> Viewer:

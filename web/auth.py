@@ -74,6 +74,14 @@ class Viewer:
 VIEWER = web.RequestKey("viewer", Viewer)
 
 
+def permitted(request: web.Request, *needs: tuple[str, str]) -> Viewer:
+    """The signed-in viewer, if their role may do every (module, action) asked; 403 otherwise."""
+    viewer = request[VIEWER]
+    if not all(viewer.access.can(module, action) for module, action in needs):
+        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
+    return viewer
+
+
 def digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

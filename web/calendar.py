@@ -19,19 +19,13 @@ from sqlalchemy import select
 from store.calendar import CalendarUser, calendar_users, occurrences
 from store.db import Store
 from store.models import Team
-from web.auth import VIEWER, Viewer
+from web.auth import Viewer, permitted
 from web.modules import db_int
 from web.render import render
 
 CALENDAR_STORE_KEY = web.AppKey("calendar_store", Store)
 VIEWS = ("month", "week")
 
-
-def _viewer(request: web.Request) -> Viewer:
-    viewer = request[VIEWER]
-    if not viewer.access.can("activities"):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
-    return viewer
 
 
 def first_weekday(locale: str) -> int:
@@ -71,7 +65,7 @@ async def _teams(request: web.Request, viewer: Viewer, people: list[CalendarUser
 
 
 async def calendar_page(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = permitted(request, ("activities", "view"))
     t = viewer.t
     view = request.query.get("view", "month")
     view = view if view in VIEWS else "month"

@@ -29,7 +29,7 @@ from store.identity import normalise_email
 from store.models import Account, AccountContact, Contact, Document, MailTemplate
 from web.admin_templates import languages
 from web.api import MAIL_KEY, MailApi
-from web.auth import Viewer
+from web.auth import Viewer, permitted
 from web.modules import Module
 from web.record_query import load_visible, module_of, records_store
 from web.render import render
@@ -136,8 +136,7 @@ async def _templates(session: AsyncSession) -> dict[str, list[str]]:
 async def _target(request: web.Request) -> tuple[Viewer, Target]:
     """The record in the URL, if the viewer may write mail from it (403, or 404 out of scope)."""
     module, viewer = module_of(request, "view")
-    if not viewer.access.can("emails", "create"):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
+    permitted(request, ("emails", "create"))
     async with records_store(request).session() as session:
         record = await load_visible(session, module, viewer.access, request.match_info["id"])
         merge, address = await _merge_and_address(session, module, record, viewer.access)

@@ -31,7 +31,7 @@ from store.db import Store
 from store.errors import NotFound, ValidationError
 from store.models import Account, Opportunity, PipelineStage, User
 from store.pipeline import DEFAULT_PIPELINE, REQUIRED, STAGE_FIELDS, advance_stage
-from web.auth import VIEWER, Viewer
+from web.auth import Viewer, permitted
 from web.charts import Bar, funnel
 from web.i18n import Translator
 from web.modules import OPPORTUNITIES, Field, _parse, db_int
@@ -93,10 +93,7 @@ class StageTotals:
 
 
 def _viewer(request: web.Request, action: str = "view") -> Viewer:
-    viewer = request[VIEWER]
-    if not viewer.access.can("opportunities", action):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
-    return viewer
+    return permitted(request, ("opportunities", action))
 
 
 async def board_stages(session: AsyncSession) -> list[PipelineStage]:

@@ -24,7 +24,7 @@ from store.models import Lead, LeadStatus, User
 from store.pipeline import REQUIRED, enter_stage, first_open_stage
 from store.records import acting_as
 from store.recycle import soft_delete
-from web.auth import VIEWER, Viewer
+from web.auth import Viewer, permitted
 from web.modules import BY_TYPE, MODULES, Module, _parse, db_int, validate
 from web.record_query import assignable, filtered, load_visible, module_of, records_store
 from web.render import render
@@ -260,10 +260,8 @@ async def remove(request: web.Request) -> web.Response:
 # Lead conversion -------------------------------------------------------------------------
 
 
-def _may_convert(viewer: Viewer) -> None:
-    access = viewer.access
-    if not (access.can("leads", "edit") and access.can("contacts", "create")):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
+def _may_convert(request: web.Request) -> Viewer:
+    return permitted(request, ("leads", "edit"), ("contacts", "create"))
 
 
 async def _convertible(request: web.Request, session: AsyncSession, viewer: Viewer) -> Lead:
@@ -289,8 +287,7 @@ async def _convert_page(
 
 
 async def convert_form(request: web.Request) -> web.Response:
-    viewer = request[VIEWER]
-    _may_convert(viewer)
+    viewer = _may_convert(request)
     async with records_store(request).session() as session:
         lead = await _convertible(request, session, viewer)
         values = {"account_name": lead.company or lead.display_name, "account_id": "",
@@ -327,9 +324,8 @@ def _conversion_values(
 
 
 async def convert(request: web.Request) -> web.Response:
-    viewer = request[VIEWER]
+    viewer = _may_convert(request)
     t = viewer.t
-    _may_convert(viewer)
     form = await request.post()
     values, errors = _conversion_values(form, t.gettext)
     async with records_store(request).session() as session, session.begin():

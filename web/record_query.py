@@ -22,7 +22,7 @@ from store.db import Store
 from store.dialect import likely, unindexed
 from store.identity import lookup_email, lookup_phone
 from store.models import User
-from web.auth import VIEWER, Viewer
+from web.auth import Viewer, permitted
 from web.modules import MAX_ID, MODULES, Module, db_int
 
 RECORDS_STORE_KEY = web.AppKey("records_store", Store)
@@ -31,10 +31,7 @@ RECORDS_STORE_KEY = web.AppKey("records_store", Store)
 def module_of(request: web.Request, action: str = "view") -> tuple[Module, Viewer]:
     """The URL's module and the viewer, who must have ``action`` on it (else 403)."""
     module = MODULES[request.match_info["module"]]
-    viewer = request[VIEWER]
-    if not viewer.access.can(module.key, action):
-        raise web.HTTPForbidden(text=viewer.t.gettext("You may not do this here."))
-    return module, viewer
+    return module, permitted(request, (module.key, action))
 
 
 def records_store(request: web.Request) -> Store:
