@@ -33,6 +33,7 @@ from store.models import (
     User,
 )
 from store.recurrence import rule_of, zone_named
+from store.reminders import time_of
 
 SHOWN_KINDS = (ActivityKind.TASK, ActivityKind.MEETING, ActivityKind.CALL, ActivityKind.VISIT)
 # A range is at most this long (a month view with its leading and trailing days is 42).
@@ -87,11 +88,10 @@ async def calendar_users(session: AsyncSession, access: Access) -> list[Calendar
     return users
 
 
-def time_of(activity: Activity) -> dt.datetime:
-    """Where an activity stands on a calendar: a task's due time, else its start."""
-    if activity.kind == ActivityKind.TASK and activity.due_at is not None:
-        return activity.due_at
-    return activity.occurred_at
+def shown_at(activity: Activity) -> dt.datetime:
+    """Where an activity stands on a calendar or a list: its time (``store.reminders.time_of``:
+    a task's due time, else its start), or when it was made for a task without a due time."""
+    return time_of(activity) or activity.occurred_at
 
 
 def _in_range(lower: dt.datetime, upper: dt.datetime) -> ColumnElement[bool]:
@@ -103,12 +103,12 @@ def _in_range(lower: dt.datetime, upper: dt.datetime) -> ColumnElement[bool]:
 
 
 def _entry(activity: Activity, at: dt.datetime | None = None) -> Occurrence:
-    shift = (at - time_of(activity)) if at is not None else dt.timedelta(0)
+    shift = (at - shown_at(activity)) if at is not None else dt.timedelta(0)
     upcoming = at is not None
     return Occurrence(
         activity_id=activity.id, kind=activity.kind.value, subject=activity.subject,
         status=ActivityStatus.PLANNED.value if upcoming else activity.status.value,
-        at=time_of(activity) + shift,
+        at=shown_at(activity) + shift,
         ends_at=activity.ends_at + shift if activity.ends_at is not None else None,
         owner_id=activity.owner_id, location=activity.location, priority=activity.priority,
         repeats=activity.recurrence is not None, upcoming=upcoming,
@@ -145,7 +145,7 @@ async def occurrences(
         rule = rule_of(head)
         if rule is None or head.series_start is None:
             continue
-        offset = time_of(head) - head.occurred_at
+        offset = shown_at(head) - head.occurred_at
         zone = zone_named(zones.get(head.owner_id or 0))
         for _, at in rule.between(head.series_start, zone, head.series_index,
                                   lower - offset, upper - offset):  # fmt: skip

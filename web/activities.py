@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.activities import log_activity
 from store.base import utcnow
-from store.calendar import calendar_users, may_see_activity
+from store.calendar import calendar_users, may_see_activity, shown_at
 from store.db import Store
 from store.models import Activity, ActivityKind, ActivityLink, ActivityStatus
 from store.records import acting_as
@@ -36,13 +36,12 @@ from web.activity_form import (
     parse,
 )
 from web.auth import VIEWER, Viewer, permitted
-from web.modules import MODULES, Module, db_int
-from web.record_query import assignable, user_names
+from web.modules import BY_TYPE, MODULES, Module, db_int
+from web.record_query import assignable, load_visible, user_names
 from web.render import render
 
 ACTIVITIES_STORE_KEY = web.AppKey("activities_store", Store)
 LISTED = 200
-MODULE_OF_TYPE = {m.record_type: m for m in MODULES.values()}
 
 
 def _viewer(request: web.Request, action: str = "view") -> Viewer:
@@ -71,13 +70,9 @@ async def _record_of(
         return None
     key, _, number = ref.partition(":")
     module = MODULES.get(key)
-    record_id = db_int(number)
-    if module is None or record_id is None or not viewer.access.can(module.key):
+    if module is None or not viewer.access.can(module.key):
         raise web.HTTPNotFound()
-    record: Any = await session.get(module.model, record_id)
-    if record is None or record.deleted_at is not None or not viewer.access.may_see(record):
-        raise web.HTTPNotFound()
-    return module, record
+    return module, await load_visible(session, module, viewer.access, number)
 
 
 async def _links(session: AsyncSession, viewer: Viewer, activity_id: int) -> list[dict[str, Any]]:
@@ -89,7 +84,7 @@ async def _links(session: AsyncSession, viewer: Viewer, activity_id: int) -> lis
     )
     found = []
     for record_type, record_id in rows:
-        module = MODULE_OF_TYPE.get(record_type)
+        module = BY_TYPE.get(record_type)
         if module is None:
             continue
         record: Any = await session.get(module.model, record_id)
@@ -278,7 +273,7 @@ async def list_page(request: web.Request) -> web.Response:
         rows = list(await session.scalars(query.order_by(*order).limit(LISTED)))
         reminders = await due_soon(session, viewer.user_id) if owner_id == viewer.user_id else []
     now = utcnow()
-    entries = [{"activity": a, "at": time_of(a) or a.occurred_at,
+    entries = [{"activity": a, "at": shown_at(a),
                 "overdue": a.status == ActivityStatus.PLANNED and (time_of(a) or now) < now}
                for a in rows]  # fmt: skip
     return render(request, "activities/list.html", {

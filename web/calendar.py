@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 from babel import Locale
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.calendar import CalendarUser, calendar_users, occurrences
 from store.db import Store
-from store.models import Team
+from store.models import RecordScope, Team
 from web.auth import Viewer, permitted
 from web.modules import db_int
 from web.render import render
@@ -51,17 +52,40 @@ def _shift(view: str, day: dt.date, steps: int) -> dt.date:
     return dt.date(day.year + months // 12, months % 12 + 1, 1)
 
 
-async def _teams(request: web.Request, viewer: Viewer, people: list[CalendarUser]) -> list[Team]:
+async def _teams(session: AsyncSession, viewer: Viewer, people: list[CalendarUser]) -> list[Team]:
     """Teams whose calendar the viewer may open: those of the people they may see."""
     ids = {u.team_id for u in people if u.team_id is not None}
     access = viewer.access
-    if not (access.is_admin or access.scope == "all"):
+    if not (access.is_admin or access.scope == RecordScope.ALL):
         ids &= set(access.team_ids)
     if not ids:
         return []
-    async with request.app[CALENDAR_STORE_KEY].session() as session:
-        return list(await session.scalars(select(Team).where(Team.id.in_(sorted(ids)))
-                                          .order_by(Team.name)))  # fmt: skip
+    return list(await session.scalars(select(Team).where(Team.id.in_(sorted(ids)))
+                                      .order_by(Team.name)))  # fmt: skip
+
+
+def _day(request: web.Request, today: dt.date) -> dt.date:
+    """The day the URL asks for (one in the calendar's years), else today."""
+    try:
+        day = dt.date.fromisoformat(request.query.get("day", "") or today.isoformat())
+    except ValueError:
+        return today
+    return min(max(day, dt.date(1971, 1, 1)), dt.date(9998, 1, 1))
+
+
+def _whose(
+    request: web.Request, viewer: Viewer, people: list[CalendarUser], teams: list[Team]
+) -> tuple[CalendarUser | None, Team | None]:
+    """The person or the team the URL asks for, among those the viewer may see; else them."""
+    # The picker sends "who=user:3" or "who=team:2"; links send user= or team=.
+    kind, _, number = request.query.get("who", "").partition(":")
+    chosen = {kind: number} if kind in ("user", "team") else request.query
+    team_id = db_int(chosen.get("team", ""))
+    team = next((tm for tm in teams if tm.id == team_id), None)
+    if team is not None:
+        return None, team
+    wanted = db_int(chosen.get("user", "")) or viewer.user_id
+    return next((u for u in people if u.id == wanted), people[0] if people else None), None
 
 
 async def calendar_page(request: web.Request) -> web.Response:
@@ -70,32 +94,16 @@ async def calendar_page(request: web.Request) -> web.Response:
     view = request.query.get("view", "month")
     view = view if view in VIEWS else "month"
     today = t.local(dt.datetime.now(dt.UTC)).date()
-    try:
-        day = dt.date.fromisoformat(request.query.get("day", "") or today.isoformat())
-    except ValueError:
-        day = today
-    day = min(max(day, dt.date(1971, 1, 1)), dt.date(9998, 1, 1))
-    store = request.app[CALENDAR_STORE_KEY]
-    async with store.session() as session:
-        people = await calendar_users(session, viewer.access)
-    teams = await _teams(request, viewer, people)
-    # The picker sends "who=user:3" or "who=team:2"; links send user= or team=.
-    kind, _, number = request.query.get("who", "").partition(":")
-    chosen = {kind: number} if kind in ("user", "team") else request.query
-    team_id = db_int(chosen.get("team", ""))
-    team = next((tm for tm in teams if tm.id == team_id), None)
-    if team is not None:
-        shown = [u for u in people if u.team_id == team.id]
-        person = None
-    else:
-        wanted = db_int(chosen.get("user", "")) or viewer.user_id
-        person = next((u for u in people if u.id == wanted), people[0] if people else None)
-        shown = [person] if person else []
+    day = _day(request, today)
     start, length = grid(view, day, first_weekday(t.locale))
     lower = dt.datetime.combine(start, dt.time(), tzinfo=t.zone).astimezone(dt.UTC)
     upper = dt.datetime.combine(start + dt.timedelta(days=length), dt.time(),
                                 tzinfo=t.zone).astimezone(dt.UTC)  # fmt: skip
-    async with store.session() as session:
+    async with request.app[CALENDAR_STORE_KEY].session() as session:
+        people = await calendar_users(session, viewer.access)
+        teams = await _teams(session, viewer, people)
+        person, team = _whose(request, viewer, people, teams)
+        shown = [u for u in people if u.team_id == team.id] if team else [person] if person else []
         found = await occurrences(session, [u.id for u in shown], lower, upper)
     names = {u.id: u.name for u in people}
     days: list[dict[str, Any]] = [
@@ -105,12 +113,10 @@ async def calendar_page(request: web.Request) -> web.Response:
         index = (t.local(entry.at).date() - start).days
         if 0 <= index < length:
             days[index]["entries"].append({"o": entry, "owner": names.get(entry.owner_id or 0, "")})
-    who = {"team": team.id} if team is not None else {"user": person.id if person else ""}
-    query = {"view": view, **who}
     return render(request, "calendar.html", {
         "view": view, "day": day, "today": today, "days": days, "month": day.month,
         "weekdays": [days[n]["date"] for n in range(7)], "people": people, "teams": teams,
-        "person": person, "team": team, "query": query,
+        "person": person, "team": team,
         "previous": _shift(view, day, -1), "next": _shift(view, day, 1),
     })  # fmt: skip
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from store.reminders import Reminder
 from web.i18n import Translator
-from web.modules import MODULES
-
-PAGE_OF_TYPE = {m.record_type: m.key for m in MODULES.values()}
+from web.modules import BY_TYPE
 
 
 def reminder_words(reminder: Reminder, public_url: str | None) -> tuple[str, str]:
@@ -29,7 +27,7 @@ def reminder_words(reminder: Reminder, public_url: str | None) -> tuple[str, str
     if base:
         lines.append("")
         lines.append(f"{base}/activities/{reminder.activity_id}")
-        lines += [f"{base}/{PAGE_OF_TYPE[kind]}/{rid}" for kind, rid in reminder.records
-                  if kind in PAGE_OF_TYPE]  # fmt: skip
+        lines += [f"{base}/{BY_TYPE[kind].key}/{rid}" for kind, rid in reminder.records
+                  if kind in BY_TYPE]  # fmt: skip
     lines += ["", _("You set this reminder in Rapport.")]
     return subject, "\n".join(lines) + "\n"

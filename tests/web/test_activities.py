@@ -161,6 +161,13 @@ async def test_an_agent_sees_only_their_own_activities_and_a_manager_the_teams(
             east = (await session.get_one(User, li)).team_id
         team_page = await (await client.get(f"/calendar?view=week&day={day}&team={east}")).text()
         assert "李的任务" in team_page and "赵的拜访" not in team_page
+        # The page's picker says the same as a link; another team's is not on offer.
+        picked = await (await client.get(f"/calendar?view=week&day={day}&who=team:{east}")).text()
+        assert "李的任务" in picked and "赵的拜访" not in picked
+        async with store.session() as session:
+            south = (await session.get_one(User, zhao)).team_id
+        other = await (await client.get(f"/calendar?view=week&day={day}&who=team:{south}")).text()
+        assert f'value="team:{south}"' not in other and "赵的拜访" not in other
         assert (await client.get(f"/activities/{lis.id}")).status == 200
         assert (await client.get(f"/activities/{visit.id}")).status == 404
 
