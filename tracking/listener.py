@@ -74,10 +74,7 @@ async def pixel(request: web.Request) -> web.Response:
     who = _verified(request)
     if who is None:
         raise web.HTTPNotFound()
-    hit = _hit(request, who, "open")
-    writer = request.app[WRITER_KEY]
-    if not writer.add_nowait(hit):
-        await writer.add(hit)  # the store is behind: answer when there is room
+    await _record(request, _hit(request, who, "open"))
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_CACHE)
 
 
