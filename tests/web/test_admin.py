@@ -4,6 +4,7 @@ the quarantine replayed by the real pipeline, and connections without their secr
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -29,6 +30,7 @@ from store.models import (
     User,
     WebSession,
 )
+from store.users import USERS_CHANGED
 from tests.peers.local import free_port
 from tests.web.browsing import make_user, post_form, sign_in
 from web.admin_base import AdminServices
@@ -125,7 +127,10 @@ async def test_a_new_user_with_role_and_team_signs_in_and_the_role_is_enforced(
         text = await bad.text()
         assert bad.status == 422 and "Not an email address." in text and "Digits only." in text
         assert 'value="周敏"' in text  # nothing typed is lost
-        created = await post_form(admin, "/admin/users/new", csrf, form)
+        async with store.bus.subscribe(USERS_CHANGED) as changes:
+            created = await post_form(admin, "/admin/users/new", csrf, form)
+            # The phone service re-reads extensions on this: the new 8010 pops at once.
+            assert "user_id" in (await asyncio.wait_for(changes.get(), 2)).data
         assert created.status == 200 and created.headers["Cache-Control"] == "no-store"
         password = shown_password(await created.text())
         again = await post_form(admin, "/admin/users/new", csrf, form)
