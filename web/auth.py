@@ -53,8 +53,10 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 AUTH_STORE_KEY = web.AppKey("auth_store", Store)
 SECURE_KEY = web.AppKey("secure_cookies", bool)
-# The site's public address (``[web] public_url``), when a reverse proxy puts it in front.
+# The site's public address (``[web] public_url``), when a reverse proxy puts it in front,
+# and the (scheme, host[:port]) a browser's Origin has there.
 PUBLIC_URL_KEY = web.AppKey("public_url", str)
+PUBLIC_ORIGIN_KEY = web.AppKey("public_origin", tuple[str, str])
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,7 @@ def same_site(request: web.Request, origin: str) -> bool:
         return False
     if seen.authority == request.host:
         return True
-    public = request.app.get(PUBLIC_URL_KEY, "")
-    return bool(public) and (seen.scheme, seen.authority) == (URL(public).scheme,
-                                                              URL(public).authority)  # fmt: skip
+    return (seen.scheme, seen.authority) == request.app.get(PUBLIC_ORIGIN_KEY)
 
 
 async def browser_user(request: web.Request) -> int | None:
@@ -346,6 +346,9 @@ def add_auth_routes(
     app[AUTH_STORE_KEY] = store
     app[SECURE_KEY] = secure_cookies
     app[PUBLIC_URL_KEY] = public_url.rstrip("/")
+    if public_url:
+        public = URL(public_url)
+        app[PUBLIC_ORIGIN_KEY] = (public.scheme, public.authority)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
