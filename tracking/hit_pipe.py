@@ -178,10 +178,7 @@ class HitPipe:
 
     @staticmethod
     def _send(pipe: asyncio.StreamWriter, key: str, batch: list[HitRow]) -> None:
-        try:
-            payload = marshal.dumps(batch)
-        except ValueError:  # a Hit, not a plain tuple, was queued (tests, tools)
-            payload = marshal.dumps([tuple(hit) for hit in batch])
+        payload = marshal.dumps(batch)  # plain tuples only (``HitRow``): ValueError otherwise
         pipe.write(f"{key} {len(batch)} {len(payload)}\n".encode("ascii") + payload)
 
     async def _read_acks(self, stream: asyncio.StreamReader) -> None:

@@ -67,14 +67,14 @@ async def test_a_killed_writer_is_replaced_and_nothing_is_lost_or_doubled(store:
     pipe.start()
     try:
         for _ in range(100):
-            assert pipe.add_nowait(Hit(rid, "open", "human", now_us()))
+            assert pipe.add_nowait(tuple(Hit(rid, "open", "human", now_us())))
         await pipe.flush()
         assert await stored(store) == (100, 100)
         first = pipe.writer_pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
         for _ in range(150):
-            await pipe.add(Hit(rid, "open", "human", now_us()))
+            await pipe.add(tuple(Hit(rid, "open", "human", now_us())))
         await pipe.flush()
         assert pipe.writer_starts == 2 and pipe.writer_pid != first
     finally:
